@@ -1,0 +1,46 @@
+"""ezclip-jax: EZ-CLIP / T2L video action recognition in JAX/Flax."""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "grain>=0.2.18",
+    "tensorflow-datasets>=4.9.10",
+    "array-record>=0.8.6",
+    "importlib_resources>=6.0",
+    "ml-collections>=1.1.0",
+    "absl-py>=2.1",
+    "numpy>=2.0",
+    "pillow>=10.0",
+    "av>=14.0",
+    "opencv-python-headless>=4.9",
+    "ftfy>=6.1",
+    "regex>=2023.0",
+]
+
+EXTRAS_REQUIRE = {
+    # torch 2.13.0 is the CPU build this machine installs cheaply; other
+    # versions pull a multi-GB CUDA build.
+    "convert": ["torch==2.13.0", "safetensors>=0.4"],
+    "test": [
+        "pytest>=8.0",
+        "torch==2.13.0",
+        "safetensors>=0.4",
+        "open_clip_torch==3.3.0",
+        "huggingface-hub>=0.20",
+        "tqdm>=4.0",
+    ],
+}
+
+setuptools.setup(
+    name="ezclip-jax",
+    version="0.1.0",
+    description="EZ-CLIP / T2L efficient zero-shot video action recognition in JAX/Flax",
+    packages=setuptools.find_packages(include=["ezclip_jax*", "convert*", "data*", "configs*"]),
+    package_data={"ezclip_jax": ["assets/*"]},
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
