@@ -28,7 +28,8 @@ EXTRAS_REQUIRE = {
         "pytest>=8.0",
         "torch==2.13.0",
         "safetensors>=0.4",
-        "open_clip_torch==3.3.0",
+        # open_clip_torch==3.3.0 is installed with --no-deps (see README): its
+        # torchvision requirement would pull a CUDA torch; these are its other needs.
         "huggingface-hub>=0.20",
         "tqdm>=4.0",
     ],
