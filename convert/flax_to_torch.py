@@ -1,0 +1,83 @@
+"""Convert an ezclip-jax pretrained directory into an official EZ-CLIP PyTorch checkpoint.
+
+  python -m convert.flax_to_torch SRC_DIR DST.pt
+
+Writes `{'model_state_dict': ...}` with exactly the key set and shapes of the
+official EZ-CLIP model of the same architecture, loadable by its
+`model.load_state_dict(checkpoint['model_state_dict'])`.
+"""
+
+import argparse
+import collections
+import os
+import pathlib
+import sys
+import tempfile
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from convert import mapping
+from ezclip_jax import checkpoint
+from ezclip_jax import model as model_lib
+
+
+def _flatten(params: dict) -> dict[tuple[str, ...], np.ndarray]:
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {tuple(k.key for k in path): np.asarray(leaf) for path, leaf in flat}
+
+
+def to_state_dict(params: dict, config: model_lib.ModelConfig) -> "collections.OrderedDict[str, np.ndarray]":
+  """Maps a Flax `params` tree onto the official state dict {key: float32 array}."""
+  flat = _flatten(params)
+  table = mapping.parameter_table(config)
+  used = {p for e in table for p in e.flax_paths}
+  extra = sorted("/".join(p) for p in set(flat) - used)
+  missing = sorted("/".join(p) for p in used - set(flat))
+  if extra or missing:
+    raise ValueError(f"params do not match the {config} architecture: extra {extra[:8]}, missing {missing[:8]}")
+  state = collections.OrderedDict()
+  for entry in table:
+    for key, value in zip(entry.torch_keys, entry.to_torch([flat[p] for p in entry.flax_paths])):
+      state[key] = np.array(value, order="C")
+  return state
+
+
+def convert(src: str | pathlib.Path, dst: str | pathlib.Path) -> int:
+  """Writes DST (atomically) from the pretrained directory SRC; returns the tensor count."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  _, variables = checkpoint.load_pretrained(src)
+  config = checkpoint.load_config(src)
+  state = to_state_dict(variables["params"], config)
+  tensors = collections.OrderedDict((k, torch.from_numpy(v)) for k, v in state.items())
+  dst = pathlib.Path(dst).absolute()
+  dst.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
+  os.close(fd)
+  try:
+    torch.save({"model_state_dict": tensors}, tmp)
+    os.replace(tmp, dst)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return len(tensors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m convert.flax_to_torch", description=__doc__.split("\n")[0])
+  parser.add_argument("src", help="ezclip-jax pretrained directory")
+  parser.add_argument("dst", help="destination .pt file")
+  args = parser.parse_args(argv)
+  try:
+    count = convert(args.src, args.dst)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {args.dst}: {count} tensors")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
