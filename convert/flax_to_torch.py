@@ -32,15 +32,14 @@ def to_state_dict(params: dict, config: model_lib.ModelConfig) -> "collections.O
   """Maps a Flax `params` tree onto the official state dict {key: float32 array}."""
   flat = _flatten(params)
   table = mapping.parameter_table(config)
-  used = {p for e in table for p in e.flax_paths}
+  used = {e.flax_path for e in table}
   extra = sorted("/".join(p) for p in set(flat) - used)
   missing = sorted("/".join(p) for p in used - set(flat))
   if extra or missing:
     raise ValueError(f"params do not match the {config} architecture: extra {extra[:8]}, missing {missing[:8]}")
   state = collections.OrderedDict()
   for entry in table:
-    for key, value in zip(entry.torch_keys, entry.to_torch([flat[p] for p in entry.flax_paths])):
-      state[key] = np.array(value, order="C")
+    state[entry.torch_key] = np.array(entry.to_torch(flat[entry.flax_path]), order="C")
   return state
 
 

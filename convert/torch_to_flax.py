@@ -165,21 +165,21 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 def _check_coverage(state: dict, table: list[mapping.Entry], allow_missing: Sequence[str]) -> set[str]:
   """Raises on unknown or (not allowed) missing keys; returns the keys to initialise."""
-  known = {k for e in table for k in e.torch_keys}
+  known = {e.torch_key for e in table}
   unknown = sorted(set(state) - known)
   if unknown:
     raise ConversionError(f"unknown tensors not in this architecture: {_names(unknown)}")
-  backbone_only = not any(e.is_ezclip_addition and e.torch_keys[0] in state for e in table)
+  backbone_only = not any(e.is_ezclip_addition and e.torch_key in state for e in table)
   initialised = set()
   not_allowed = []
   for entry in table:
-    for key in entry.torch_keys:
-      if key in state:
-        continue
-      if (backbone_only and entry.is_ezclip_addition) or any(fnmatch.fnmatch(key, p) for p in allow_missing):
-        initialised.add(key)
-      else:
-        not_allowed.append(key)
+    key = entry.torch_key
+    if key in state:
+      continue
+    if (backbone_only and entry.is_ezclip_addition) or any(fnmatch.fnmatch(key, p) for p in allow_missing):
+      initialised.add(key)
+    else:
+      not_allowed.append(key)
   if not_allowed:
     raise ConversionError(f"missing tensors: {_names(not_allowed)} (use --allow-missing PATTERN to "
                           "initialise them at random)")
@@ -205,22 +205,21 @@ def convert_state_dict(state: dict[str, np.ndarray], config: model_lib.ModelConf
   expected = _flat_shapes(abstract)
   mismatched = []
   for entry in table:
-    want = mapping.torch_shapes(entry, [expected[p] for p in entry.flax_paths])
-    for key, shape in zip(entry.torch_keys, want):
-      if key in state and state[key].shape != shape:
-        mismatched.append(f"{key} has shape {tuple(state[key].shape)}, expected {shape}")
+    want = mapping.torch_shape(entry, expected[entry.flax_path])
+    got = state.get(entry.torch_key)
+    if got is not None and got.shape != want:
+      mismatched.append(f"{entry.torch_key} has shape {tuple(got.shape)}, expected {want}")
   if mismatched:
     raise ConversionError("mis-shaped tensors: " + "; ".join(mismatched[:8]) +
                           (f"; ... ({len(mismatched)} in all)" if len(mismatched) > 8 else ""))
   initial = model_lib.init_variables(config, jax.random.key(seed))["params"] if to_initialise else None
   params = {}
   for entry in table:
-    if entry.torch_keys[0] in to_initialise:
-      values = [np.asarray(_get(initial, p)) for p in entry.flax_paths]
+    if entry.torch_key in to_initialise:
+      value = _get(initial, entry.flax_path)
     else:
-      values = entry.to_flax([state[k] for k in entry.torch_keys])
-    for path, value in zip(entry.flax_paths, values):
-      _set(params, path, np.array(value, dtype=np.float32, order="C"))
+      value = entry.to_flax(state[entry.torch_key])
+    _set(params, entry.flax_path, np.array(value, dtype=np.float32, order="C"))
   return params
 
 
