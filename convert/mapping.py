@@ -74,14 +74,13 @@ def _attention(torch_prefix: str, flax_prefix: FlaxPath, heads: int) -> list[Ent
 def _block(torch_prefix: str, flax_prefix: FlaxPath, heads: int, t_adapter: bool) -> list[Entry]:
   entries = _attention(f"{torch_prefix}.attn", flax_prefix + ("attn",), heads)
   entries += _layer_norm(f"{torch_prefix}.ln_1", flax_prefix + ("ln_1",))
-  entries += _layer_norm(f"{torch_prefix}.ln_2", flax_prefix + ("ln_2",))
-  adapters = ["Adapter", "T_Adapter"] if t_adapter else ["Adapter"]
+  adapters = ["T_Adapter", "Adapter"] if t_adapter else ["Adapter"]
   for adapter in adapters:
     for fc in ("D_fc1", "D_fc2"):
       entries += _linear(f"{torch_prefix}.{adapter}.{fc}", flax_prefix + (adapter, fc))
   for fc in ("c_fc", "c_proj"):
     entries += _linear(f"{torch_prefix}.mlp.{fc}", flax_prefix + ("mlp", fc))
-  return entries
+  return entries + _layer_norm(f"{torch_prefix}.ln_2", flax_prefix + ("ln_2",))
 
 
 def _conv_to_flax(weight):
@@ -95,41 +94,39 @@ def _conv_to_torch(kernel):
 def _vision(config: ModelConfig) -> list[Entry]:
   v = ("visual",)
   entries = [
-      Entry("visual.conv1.weight", v + ("conv1", "kernel"), _conv_to_flax, _conv_to_torch),
       Entry("visual.class_embedding", v + ("class_embedding",)),
       Entry("visual.positional_embedding", v + ("positional_embedding",)),
       Entry("visual.temporal_embedding", v + ("temporal_embedding",)),
       Entry("visual.proj", v + ("proj",)),
+      Entry("visual.conv1.weight", v + ("conv1", "kernel"), _conv_to_flax, _conv_to_torch),
   ]
   entries += _layer_norm("visual.ln_pre", v + ("ln_pre",))
-  entries += _layer_norm("visual.ln_post", v + ("ln_post",))
   if config.use_prompts:
     entries.append(Entry("visual.transformer.T_prompt_embeddings",
-                        v + ("transformer", "T_prompt_embeddings")))
+                         v + ("transformer", "T_prompt_embeddings")))
   t_adapter = config.t_adapter and not config.use_prompts
   for i in range(config.vision_layers):
     entries += _block(f"visual.transformer.resblocks.{i}", v + ("transformer", f"resblocks_{i}"),
                       config.vision_heads, t_adapter)
-  return entries
+  return entries + _layer_norm("visual.ln_post", v + ("ln_post",))
 
 
 def _text(config: ModelConfig) -> list[Entry]:
-  entries = [
-      Entry("token_embedding.weight", ("token_embedding", "embedding")),
-      Entry("positional_embedding", ("positional_embedding",)),
-      Entry("text_projection", ("text_projection",)),
-      Entry("logit_scale", ("logit_scale",)),
-  ]
-  entries += _layer_norm("ln_final", ("ln_final",))
+  entries = []
   for i in range(config.text_layers):
     entries += _block(f"transformer.resblocks.{i}", ("transformer", f"resblocks_{i}"),
                       config.text_heads, t_adapter=False)
-  return entries
+  entries.append(Entry("token_embedding.weight", ("token_embedding", "embedding")))
+  return entries + _layer_norm("ln_final", ("ln_final",))
 
 
 def parameter_table(config: ModelConfig) -> list[Entry]:
-  """Every parameter of the official EZ-CLIP model for `config`, in state-dict order."""
-  return _vision(config) + _text(config)
+  """Every parameter of the official EZ-CLIP model for `config`, in its state-dict order."""
+  # torch lists a module's own parameters before its submodules'.
+  top = [Entry("positional_embedding", ("positional_embedding",)),
+         Entry("text_projection", ("text_projection",)),
+         Entry("logit_scale", ("logit_scale",))]
+  return top + _vision(config) + _text(config)
 
 
 def torch_shape(entry: Entry, flax_shape: tuple[int, ...]) -> tuple[int, ...]:

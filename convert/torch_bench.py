@@ -47,7 +47,7 @@ def main() -> None:
     weights = os.path.join(tmp, "ezclip.pt")
     flax_to_torch.convert(args.pretrained, weights)
     state = torch.load(weights, map_location="cpu")["model_state_dict"]
-  model = torch_model.EZCLIPReference.from_state_dict(state, config.num_frames).eval()
+  model = torch_model.EZCLIPReference.from_state_dict(state, config).eval()
   latency = {}
   res = config.image_resolution
   with torch.inference_mode():
