@@ -1,7 +1,6 @@
 """Tokenizer ids against open_clip's SimpleTokenizer (OpenAI CLIP's BPE) on varied text."""
 
 import gzip
-import importlib.util
 import json
 import pathlib
 import random
@@ -14,6 +13,7 @@ import pytest
 
 from ezclip_jax import tokenizer as tokenizer_lib
 from ezclip_jax.tokenizer import tokenize
+from tests import references
 
 # Label lists of the official EZ-CLIP repository (lists/ucf_labels.csv, lists/hmdb51_labels.csv).
 UCF101_CLASSES = [
@@ -99,29 +99,9 @@ LONG_TEXTS = [
 ]
 
 
-def _reference_module():
-  """open_clip's tokenizer module, the independent reference.
-
-  `import open_clip` imports torchvision, which is not installed here (PyPI's
-  torchvision is a CUDA build that does not import beside the CPU torch), so if the
-  package import fails, load open_clip/tokenizer.py alone by path: it needs only
-  torch, ftfy and regex.
-  """
-  try:
-    from open_clip import tokenizer as reference
-    return reference
-  except (ImportError, OSError, RuntimeError):
-    location = importlib.util.find_spec("open_clip").submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location("open_clip_reference_tokenizer",
-                                                  pathlib.Path(location) / "tokenizer.py")
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
-    return reference
-
-
 @pytest.fixture(scope="module")
 def reference():
-  return _reference_module()
+  return references.import_open_clip().tokenizer
 
 
 @pytest.fixture(scope="module")
