@@ -429,12 +429,17 @@ class EZCLIP(nn.Module):
     return self.encode_video(video, train), self.encode_text(ids, train)
 
 
+def init_boxed(model: EZCLIP, rng: Array) -> dict:
+  """Variables with their logical-axis metadata (`nn.LogicallyPartitioned` leaves)."""
+  cfg = model.config
+  video = jnp.zeros((1, cfg.num_frames, cfg.image_resolution, cfg.image_resolution, 3))
+  ids = jnp.zeros((1, cfg.context_length), jnp.int32)
+  return model.init(rng, video, ids)
+
+
 def init_variables(config: ModelConfig, rng: Array) -> dict:
-  """Random-init (unboxed) variables, built without running a forward pass on real sizes."""
-  model = EZCLIP(config)
-  video = jnp.zeros((1, config.num_frames, config.image_resolution, config.image_resolution, 3))
-  ids = jnp.zeros((1, config.context_length), jnp.int32)
-  return nn.meta.unbox(jax.jit(model.init)(rng, video, ids))
+  """Random-init (unboxed) variables."""
+  return nn.meta.unbox(jax.jit(lambda r: init_boxed(EZCLIP(config), r))(rng))
 
 
 def parameter_count(tree: Any) -> int:
