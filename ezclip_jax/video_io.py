@@ -1,0 +1,238 @@
+"""Reading the frames a clip needs: JPEG frame folders and video files (PyAV).
+
+Only the requested frames are read. Frame folders open one file per needed frame; videos
+seek to the keyframe before the first needed frame and decode forward, seeking again when
+the next needed frame lies past a keyframe (so a few frames of a long video never cost a
+full decode). Every failure raises `DataError` naming the file and what was expected.
+"""
+
+import os
+import threading
+from collections.abc import Sequence
+
+import av
+from av.video.reformatter import VideoReformatter
+import cv2
+import numpy as np
+
+# A seek flushes the decoder, which then refills its frame-reordering delay before the keyframe
+# comes out: about as costly as decoding this many frames (H.264 with B-frames, 320x240).
+SEEK_COST_FRAMES = 8
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.11
+_THREAD = threading.local()
+
+
+class DataError(ValueError):
+  """A bad input file or list line; the message names it."""
+
+
+def read_jpeg_frames(directory: str, indices: Sequence[int], template: str = "img_{:05d}.jpg",
+                     index_bias: int = 1) -> np.ndarray:
+  """Decodes the frames at 0-based `indices` of a frame folder.
+
+  Args:
+    directory: folder of frame images.
+    indices: 0-based frame positions; the file of position `i` is
+      `template.format(i + index_bias)`. Repeats are decoded once.
+    template: frame file name template (official: `img_{:05d}.jpg`).
+    index_bias: number of the first frame file (official: 1).
+
+  Returns:
+    uint8 `[len(indices), H, W, 3]` RGB.
+  """
+  decoded = {}
+  for i in dict.fromkeys(int(i) for i in indices):
+    decoded[i] = _decode_image(os.path.join(directory, template.format(i + index_bias)))
+  shapes = {frame.shape for frame in decoded.values()}
+  if len(shapes) > 1:
+    raise DataError(f"Frames of {directory} differ in size: {sorted(shapes)}.")
+  return np.stack([decoded[int(i)] for i in indices])
+
+
+def _decode_image(path: str) -> np.ndarray:
+  # OpenCV decodes the same pixels as PIL (both libjpeg-turbo) ~1.5x faster into numpy, and
+  # returns None, never a partial image, for missing, truncated or invalid files.
+  if _IMREAD_RGB is None:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+  else:
+    image = cv2.imread(path, _IMREAD_RGB)
+  if image is None:
+    if not os.path.isfile(path):
+      raise DataError(f"Missing frame file {path}.")
+    raise DataError(f"Corrupt image {path}: it does not decode as an image.")
+  return image
+
+
+def _open(path: str) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+  if not os.path.isfile(path):
+    raise DataError(f"Missing video file {path}.")
+  if os.path.getsize(path) == 0:
+    raise DataError(f"Unreadable video {path}: the file is empty (0 bytes).")
+  try:
+    container = av.open(path)
+  except (av.error.FFmpegError, OSError, ValueError) as e:
+    raise DataError(f"Unreadable video {path}: {e}") from e
+  if not container.streams.video:
+    container.close()
+    raise DataError(f"Unreadable video {path}: it has no video stream.")
+  stream = container.streams.video[0]
+  # Parallelism comes from grain's workers; a codec thread pool per clip only oversubscribes.
+  stream.thread_count = 1
+  return container, stream
+
+
+def probe_num_frames(path: str) -> int:
+  """Number of frames of a video, from the container header or by counting packets.
+
+  Args:
+    path: the video file.
+
+  Returns:
+    The frame count (> 0).
+  """
+  container, stream = _open(path)
+  with container:
+    count = stream.frames
+    if count <= 0:  # webm/mkv headers carry no frame count; demuxing reads no pixels.
+      try:
+        count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+      except av.error.FFmpegError as e:
+        raise DataError(f"Unreadable video {path}: {e}") from e
+  if count <= 0:
+    raise DataError(f"Unreadable video {path}: no frames.")
+  return count
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+  # `frame.to_ndarray(format=...)` builds a new swscale context per frame (~1 ms at 320x240);
+  # a reformatter kept per thread reuses it and returns the same pixels.
+  if not hasattr(_THREAD, "reformatter"):
+    _THREAD.reformatter = VideoReformatter()
+  return _THREAD.reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+
+class _Timeline:
+  """Maps presentation timestamps of `stream` to 0-based frame indices."""
+
+  def __init__(self, stream: av.video.stream.VideoStream):
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or not stream.time_base:
+      raise _NoTimestamps()
+    self._start = stream.start_time or 0
+    self._frames_per_tick = float(stream.time_base * rate)
+
+  def index(self, pts: int | None) -> int:
+    if pts is None:
+      raise _NoTimestamps()
+    return round((pts - self._start) * self._frames_per_tick)
+
+  def pts(self, index: int) -> int:
+    return self._start + int(index / self._frames_per_tick)
+
+
+class _NoTimestamps(Exception):
+  pass
+
+
+def read_video_frames(path: str, indices: Sequence[int], expected_frames: int | None = None,
+                      decode_log: list[int] | None = None) -> np.ndarray:
+  """Decodes the frames at 0-based `indices` of a video, seeking instead of decoding all.
+
+  Args:
+    path: the video file.
+    indices: 0-based frame positions (any order, repeats allowed).
+    expected_frames: the frame count a list claims; a container header reporting fewer
+      frames raises.
+    decode_log: if given, the index of every decoded frame is appended (for tests and
+      profiling).
+
+  Returns:
+    uint8 `[len(indices), H, W, 3]` RGB.
+  """
+  wanted = sorted(set(int(i) for i in indices))
+  container, stream = _open(path)
+  if expected_frames is not None and 0 < stream.frames < expected_frames:
+    container.close()
+    raise DataError(f"Video {path} has {stream.frames} frames (container header), fewer than the "
+                    f"{expected_frames} listed.")
+  log = [] if decode_log is None else decode_log
+  try:
+    with container:
+      try:
+        found = _decode_seeking(container, stream, wanted, log)
+      except _NoTimestamps:
+        container.seek(0)
+        found = _decode_counting(container, stream, wanted, log)
+  except av.error.FFmpegError as e:
+    raise DataError(f"Unreadable video {path}: {e}") from e
+  missing = [i for i in wanted if i not in found]
+  if missing:
+    decodable = max(log) + 1 if log else 0
+    raise DataError(f"Video {path} has only {decodable} decodable frames; frame index {missing[0]} "
+                    f"(0-based) was needed.")
+  return np.stack([found[int(i)] for i in indices])
+
+
+def _decode_seeking(container, stream, wanted: list[int], log: list[int]) -> dict[int, np.ndarray]:
+  """Seek-and-decode over the sorted `wanted` indices; see the module docstring."""
+  timeline = _Timeline(stream)
+  wanted_set = set(wanted)
+  found: dict[int, np.ndarray] = {}
+  keyframe, position, gop = None, -1, None
+  frames = None
+  for target in wanted:
+    if target in found:
+      continue
+    if frames is None or _should_seek(target, keyframe, position, gop):
+      container.seek(timeline.pts(target), stream=stream, backward=True)
+      frames = container.decode(stream)
+      landed, run_keyframe = None, None
+    for frame in frames:
+      index = timeline.index(frame.pts)
+      log.append(index)
+      if landed is None:
+        landed = index
+        if index > target:  # the demuxer overshot (e.g. edit lists): start from the beginning.
+          raise _NoTimestamps()
+      if frame.key_frame:
+        if run_keyframe is not None and index > run_keyframe:  # consecutive keyframes of one run
+          gop = min(gop or index, index - run_keyframe)
+        keyframe = run_keyframe = index
+      position = max(position, index)
+      if index in wanted_set and index not in found:
+        found[index] = _to_rgb(frame)
+      if index >= target:
+        break
+    else:
+      break  # end of stream: the remaining targets do not exist
+  return found
+
+
+def _should_seek(target: int, keyframe: int | None, position: int, gop: int | None) -> bool:
+  """Whether seeking to `target` is likely to save decoding work over decoding forward.
+
+  With a known keyframe interval `gop`, a seek lands on the last keyframe before `target`
+  and skips the frames from `position` to it. Without one, seek only when the jump is longer
+  than the stretch already known to hold no keyframe, which bounds the work a fruitless seek
+  repeats to what has been decoded anyway.
+  """
+  if keyframe is None:
+    return True
+  if gop is not None:
+    return keyframe + (target - keyframe) // gop * gop - position > SEEK_COST_FRAMES
+  return target - position > max(SEEK_COST_FRAMES, position - keyframe + 1)
+
+
+def _decode_counting(container, stream, wanted: list[int], log: list[int]) -> dict[int, np.ndarray]:
+  """Decodes from the start counting frames, for streams without usable timestamps."""
+  found: dict[int, np.ndarray] = {}
+  wanted_set, last = set(wanted), wanted[-1]
+  for index, frame in enumerate(container.decode(stream)):
+    log.append(index)
+    if index in wanted_set:
+      found[index] = _to_rgb(frame)
+    if index >= last:
+      break
+  return found

@@ -1,0 +1,210 @@
+"""Tests for ezclip_jax/transforms.py against hand-derived official values and PIL references."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from ezclip_jax import transforms
+
+
+class _EdgeRng:
+  """Stands in for np.random.Generator: every `integers(low, high)` draw returns its lowest
+  (`low`) or highest (`high - 1`) value, so the official formulas can be worked out by hand."""
+
+  def __init__(self, highest: bool):
+    self.highest = highest
+
+  def integers(self, low, high=None, size=None):
+    if high is None:
+      low, high = 0, low
+    value = np.asarray(high) - 1 if self.highest else np.broadcast_to(low, np.shape(high))
+    return np.broadcast_to(value, size) if size is not None else value
+
+
+# Official `_sample_indices` / `_get_val_indices` (index_bias 1, seg_length 1) minus 1, derived
+# by hand. Train, n > T: ticks = i*n//T; lowest draw = tick, highest = next tick - 1. Train,
+# n <= T: every frame once plus T - n draws, sorted. Eval: int(i*n/T + (n/T - 1)/2); n <= T:
+# i*n//T; T == 1: n//2.
+TRAIN_TABLE = [
+    # (num_frames, T, lowest draws, highest draws)
+    (100, 8, [0, 12, 25, 37, 50, 62, 75, 87], [11, 24, 36, 49, 61, 74, 86, 99]),
+    (300, 8, [0, 37, 75, 112, 150, 187, 225, 262], [36, 74, 111, 149, 186, 224, 261, 299]),
+    (9, 8, [0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 8]),
+    (8, 8, [0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 7]),
+    (5, 8, [0, 0, 0, 0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 4, 4, 4]),
+    (1, 4, [0, 0, 0, 0], [0, 0, 0, 0]),
+    (20, 1, [0], [19]),
+]
+EVAL_TABLE = [
+    # (num_frames, T, num_clips, expected [clips][T])
+    (100, 8, 1, [[5, 18, 30, 43, 55, 68, 80, 93]]),
+    (300, 8, 1, [[18, 55, 93, 130, 168, 205, 243, 280]]),
+    (10, 4, 1, [[0, 3, 5, 8]]),
+    (9, 8, 1, [[0, 1, 2, 3, 4, 5, 6, 7]]),
+    (8, 8, 1, [[0, 1, 2, 3, 4, 5, 6, 7]]),
+    (5, 8, 1, [[0, 0, 1, 1, 2, 3, 3, 4]]),
+    (10, 1, 1, [[5]]),
+    (11, 1, 1, [[5]]),
+    # Two temporal views: centres of the halves of each segment.
+    (100, 8, 2, [[2, 15, 27, 40, 52, 65, 77, 90], [8, 21, 33, 46, 58, 71, 83, 96]]),
+    (5, 8, 2, [[0, 0, 1, 1, 2, 3, 3, 4], [0, 0, 1, 1, 2, 3, 3, 4]]),
+]
+
+
+@pytest.mark.parametrize("num_frames,num_segments,lowest,highest", TRAIN_TABLE)
+def test_train_indices_table(num_frames, num_segments, lowest, highest):
+  np.testing.assert_array_equal(transforms.train_frame_indices(num_frames, num_segments, _EdgeRng(False)), lowest)
+  np.testing.assert_array_equal(transforms.train_frame_indices(num_frames, num_segments, _EdgeRng(True)), highest)
+
+
+@pytest.mark.parametrize("num_frames,num_segments,num_clips,expected", EVAL_TABLE)
+def test_eval_indices_table(num_frames, num_segments, num_clips, expected):
+  np.testing.assert_array_equal(transforms.eval_frame_indices(num_frames, num_segments, num_clips), expected)
+
+
+def test_train_indices_cover_each_segment():
+  rng = np.random.default_rng(0)
+  ticks = [0, 12, 25, 37, 50, 62, 75, 87, 100]
+  draws = np.stack([transforms.train_frame_indices(100, 8, rng) for _ in range(2000)])
+  for i in range(8):
+    assert set(draws[:, i]) == set(range(ticks[i], ticks[i + 1])), i
+  short = np.stack([transforms.train_frame_indices(3, 6, rng) for _ in range(500)])
+  assert all(sorted(set(row)) == [0, 1, 2] and list(row) == sorted(row) for row in short)
+  assert len({tuple(row) for row in short}) == 10  # multisets of 3 extra draws from 3 frames
+
+
+def test_sampling_rejects_empty_videos():
+  with pytest.raises(ValueError, match="num_frames=0"):
+    transforms.eval_frame_indices(0, 8)
+
+
+# Official GroupMultiScaleCrop on 320x240 to 224: crop sides int(240 * s) = 240, 210, 180, 158
+# (none within 3 of 224), paired at most one scale apart.
+CROP_SIZES_320x240 = [(240, 240), (210, 240), (240, 210), (210, 210), (180, 210), (210, 180), (180, 180),
+                      (158, 180), (180, 158), (158, 158)]
+# Positions of the 210x180 crop: w_step = (320 - 210) // 4 = 27, h_step = (240 - 180) // 4 = 15.
+OFFSETS_210x180 = [(0, 0), (108, 0), (0, 60), (108, 60), (54, 30), (0, 30), (108, 30), (54, 60), (54, 0),
+                   (27, 15), (81, 15), (27, 45), (81, 45)]
+
+
+def test_multi_scale_crop_candidates():
+  assert sorted(transforms.multi_scale_crop_sizes(320, 240, 224)) == sorted(CROP_SIZES_320x240)
+  assert transforms.multi_scale_crop_offsets(320, 240, 210, 180) == OFFSETS_210x180
+  assert transforms.multi_scale_crop_offsets(320, 240, 210, 180, more_fix_crop=False) == OFFSETS_210x180[:5]
+  # A side within 3 pixels of the output size snaps to it: 256 * .875 = 224.
+  assert (224, 224) in transforms.multi_scale_crop_sizes(300, 256, 224)
+  rng = np.random.default_rng(0)
+  boxes = {transforms.sample_multi_scale_box(320, 240, rng) for _ in range(5000)}
+  assert {(w, h) for _, _, w, h in boxes} == set(CROP_SIZES_320x240)
+  assert {(x, y) for x, y, w, h in boxes if (w, h) == (210, 180)} == set(OFFSETS_210x180)
+
+
+def _textured_clip(num_frames=3, height=60, width=80, seed=0):
+  rng = np.random.default_rng(seed)
+  small = rng.integers(0, 256, size=(num_frames, height // 4, width // 4, 3), dtype=np.uint8)
+  return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in small])
+
+
+def test_crop_resize_matches_pil_when_enlarging():
+  clip = _textured_clip()
+  out = transforms.crop_resize(clip, (10, 5, 40, 30), 64)
+  ref = np.stack([np.asarray(Image.fromarray(f).crop((10, 5, 50, 35)).resize((64, 64), Image.BILINEAR)) for f in clip])
+  assert out.shape == (3, 64, 64, 3)
+  assert np.abs(out.astype(int) - ref).max() <= 2
+
+
+def _train_chain(element, seed):
+  rng = np.random.default_rng(seed)
+  for transform in (transforms.RandomMultiScaleCrop(32), transforms.RandomHorizontalFlip(),
+                    transforms.RandomColorJitter(), transforms.RandomGrayscale()):
+    element = transform.random_map(element, rng)
+  return element["frames"]
+
+
+def test_one_clip_shares_one_crop_flip_and_jitter():
+  clip = _textured_clip(num_frames=4)
+  outputs = []
+  for seed in range(12):
+    out = _train_chain({"frames": clip}, seed)
+    assert out.shape == (4, 32, 32, 3) and out.dtype == np.uint8
+    # Each frame alone, with the same random draws, gets exactly what it got inside the clip:
+    # nothing was drawn per frame.
+    for t in range(4):
+      np.testing.assert_array_equal(_train_chain({"frames": clip[t:t + 1]}, seed)[0], out[t])
+    same = _train_chain({"frames": np.repeat(clip[:1], 4, axis=0)}, seed)
+    assert all(np.array_equal(same[0], f) for f in same)
+    outputs.append(out)
+  assert len({o.tobytes() for o in outputs}) == 12
+
+
+def test_flip_and_grayscale():
+  clip = _textured_clip()
+  flipped = transforms.RandomHorizontalFlip(p=1.0).random_map({"frames": clip}, np.random.default_rng(0))
+  np.testing.assert_array_equal(flipped["frames"], clip[:, :, ::-1])
+  kept = transforms.RandomHorizontalFlip(p=0.0).random_map({"frames": clip}, np.random.default_rng(0))
+  np.testing.assert_array_equal(kept["frames"], clip)
+  gray = transforms.to_grayscale(clip)
+  ref = np.stack([np.asarray(Image.fromarray(f).convert("L").convert("RGB")) for f in clip])
+  assert np.abs(gray.astype(int) - ref).max() <= 1
+
+
+def _pil(clip, op):
+  return np.stack([np.asarray(op(Image.fromarray(f))) for f in clip]).astype(int)
+
+
+@pytest.mark.parametrize("factor", [0.6, 1.37])
+def test_colour_adjustments_match_pil(factor):
+  clip = _textured_clip()
+  brightness = transforms.adjust_brightness(clip, factor)
+  assert np.abs(brightness - _pil(clip, lambda im: ImageEnhance.Brightness(im).enhance(factor))).max() <= 1
+  contrast = transforms.adjust_contrast(clip, factor)
+  assert np.abs(contrast - _pil(clip, lambda im: ImageEnhance.Contrast(im).enhance(factor))).max() <= 2
+  saturation = transforms.adjust_saturation(clip, factor)
+  assert np.abs(saturation - _pil(clip, lambda im: ImageEnhance.Color(im).enhance(factor))).max() <= 2
+
+
+def _pil_hue(image, factor):
+  """torchvision's `adjust_hue` for PIL images, written out."""
+  h, s, v = image.convert("HSV").split()
+  shifted = (np.asarray(h).astype(int) + int(factor * 255)) % 256
+  return Image.merge("HSV", (Image.fromarray(shifted.astype(np.uint8), "L"), s, v)).convert("RGB")
+
+
+@pytest.mark.parametrize("factor", [-0.1, 0.05])
+def test_hue_matches_pil(factor):
+  clip = _textured_clip()
+  out = transforms.adjust_hue(clip, factor).astype(int)
+  ref = _pil(clip, lambda im: _pil_hue(im, factor))
+  diff = np.abs(out - ref)
+  # OpenCV and PIL quantise hue to 1/256 and 1/255 of a turn and round differently: PIL's own
+  # HSV round trip moves pixels by 0.4 levels on average; a wrong rotation moves them by 8+.
+  assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 8 and diff.max() <= 16
+  assert np.abs(out - clip).mean() > 5  # it did rotate the hue
+
+
+def test_eval_transform_equals_pil_reference():
+  rng = np.random.default_rng(1)
+  clip = rng.integers(0, 256, size=(2, 3, 240, 320, 3), dtype=np.uint8)  # [clips, T, H, W, 3]
+  element = {"frames": clip}
+  resized = transforms.ResizeShortSide(256).map(element)
+  assert resized["frames"].shape == (2, 3, 256, 341, 3)  # int(256 * 320 / 240) = 341
+  single = transforms.SpatialCrops(224, 1).map(resized)["frames"]
+  triple = transforms.SpatialCrops(224, 3).map(resized)["frames"]
+  assert single.shape == (2, 3, 224, 224, 3) and triple.shape == (6, 3, 224, 224, 3)
+  # Official: GroupScale(256) (PIL bicubic) then GroupCenterCrop(224): top round(32 / 2) = 16,
+  # left round(117 / 2) = 58 (round half to even). Three crops: left 0, 58, 117.
+  for c in range(2):
+    for t in range(3):
+      big = Image.fromarray(clip[c, t]).resize((341, 256), Image.BICUBIC)
+      np.testing.assert_array_equal(single[c, t], np.asarray(big.crop((58, 16, 282, 240))))
+      for k, left in enumerate((0, 58, 117)):
+        np.testing.assert_array_equal(triple[3 * c + k, t], np.asarray(big.crop((left, 16, left + 224, 240))))
+
+
+def test_eval_transform_portrait_and_no_op():
+  assert transforms.resized_shape(320, 240, 256) == (341, 256)
+  assert transforms.spatial_crop_boxes(341, 256, 224, 3) == [(0, 16), (58, 16), (117, 16)]
+  frames = np.zeros((1, 2, 256, 300, 3), np.uint8)
+  assert transforms.ResizeShortSide(256).map({"frames": frames})["frames"] is frames
+  with pytest.raises(ValueError, match="Cannot crop 224 pixels from frames of 100x120"):
+    transforms.SpatialCrops(224).map({"frames": np.zeros((1, 1, 100, 120, 3), np.uint8)})
