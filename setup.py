@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     "opencv-python-headless>=4.9",
     "ftfy>=6.1",
     "regex>=2023.0",
+    "matplotlib>=3.11",
 ]
 
 EXTRAS_REQUIRE = {
@@ -32,6 +33,8 @@ EXTRAS_REQUIRE = {
         # torchvision requirement would pull a CUDA torch; these are its other needs.
         "huggingface-hub>=0.20",
         "tqdm>=4.0",
+        # Decodes our TensorBoard event files independently in the metrics tests.
+        "tensorboardX>=2.6.5",
     ],
 }
 

@@ -1,25 +1,40 @@
-"""Model checkpoints on disk: the architecture config next to an orbax params tree.
+"""Checkpoints on disk: pretrained directories and training workdirs.
 
 A pretrained directory (written by `convert.torch_to_flax` or `save_pretrained`):
   DIR/model_config.json   `ModelConfig` as JSON
   DIR/params/             orbax checkpoint of the `params` collection
-Directories are written under a temporary name and renamed when complete, so a
-failed write never leaves a half-written destination.
+Pretrained directories are written under a temporary name and renamed when
+complete, so a failed write never leaves a half-written destination.
+
+A training workdir holds the frozen starting point once and small checkpoints:
+  WORKDIR/backbone/       pretrained directory of the run's initial params
+  WORKDIR/checkpoints/N/  orbax: `state` (step, trainable params, optimizer state,
+                          rng) + `data` (the grain iterator of every process)
+  WORKDIR/best/           pretrained-style `trainable` params of the best validation
+                          result, with best.json saying which step and metric
+`load_pretrained(WORKDIR)` gives the best model (else the latest checkpoint's).
 """
 
+import json
 import os
 import pathlib
 import shutil
 import tempfile
 
+import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from ezclip_jax import model as model_lib
+from ezclip_jax import optim
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
+BACKBONE_DIR = "backbone"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+TRAINABLE_FILE = "trainable_patterns.json"
 
 
 def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig, params: dict,
@@ -61,18 +76,103 @@ def load_config(directory: str | os.PathLike) -> model_lib.ModelConfig:
   return model_lib.ModelConfig.from_json(path.read_text())
 
 
+def _restore_params(directory: pathlib.Path, abstract):
+  return ocp.StandardCheckpointer().restore(directory.absolute(), abstract)
+
+
+def _abstract_params(config: model_lib.ModelConfig):
+  return jax.eval_shape(lambda: model_lib.init_variables(config, jax.random.key(0)))["params"]
+
+
 def load_pretrained(path: str | os.PathLike) -> tuple[model_lib.EZCLIP, dict]:
   """Loads a model and its variables.
 
   Args:
-    path: a directory written by `convert.torch_to_flax` or `save_pretrained`.
+    path: a directory written by `convert.torch_to_flax` / `save_pretrained`, or a
+      training workdir (its best validation checkpoint, else its latest).
 
   Returns:
     (model, variables) where `model.apply(variables, video, method=model.encode_video)`.
   """
+  path = pathlib.Path(path)
+  if (path / BACKBONE_DIR).is_dir():
+    return _load_from_workdir(path)
   config = load_config(path)
-  model = model_lib.EZCLIP(config)
-  abstract = jax.eval_shape(lambda: model_lib.init_variables(config, jax.random.key(0)))["params"]
-  params_dir = pathlib.Path(path).absolute() / PARAMS_DIR
-  params = ocp.StandardCheckpointer().restore(params_dir, abstract)
-  return model, {"params": params}
+  params = _restore_params(path / PARAMS_DIR, _abstract_params(config))
+  return model_lib.EZCLIP(config), {"params": params}
+
+
+def _load_from_workdir(workdir: pathlib.Path) -> tuple[model_lib.EZCLIP, dict]:
+  model, variables = load_pretrained(workdir / BACKBONE_DIR)
+  patterns = json.loads((workdir / BACKBONE_DIR / TRAINABLE_FILE).read_text())
+  initial_trainable, frozen = optim.split_params(variables["params"], patterns)
+  if (workdir / BEST_DIR / PARAMS_DIR).is_dir():
+    trainable = _restore_params(workdir / BEST_DIR / PARAMS_DIR, initial_trainable)
+  else:
+    manager = ocp.CheckpointManager((workdir / CHECKPOINTS_DIR).absolute(), item_names=("state",),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.latest_step()
+    if step is None:
+      return model, variables
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+    trainable = restored["state"]["trainable"]
+  return model, {"params": optim.merge_params(trainable, frozen)}
+
+
+def save_backbone(workdir: pathlib.Path, config: model_lib.ModelConfig, params: dict,
+                  trainable_patterns) -> None:
+  """Writes the run's starting params once (a pretrained directory) and which of them train."""
+  directory = workdir / BACKBONE_DIR
+  if directory.is_dir():
+    return
+  save_pretrained(directory, config, params)
+  (directory / TRAINABLE_FILE).write_text(json.dumps(list(trainable_patterns)))
+
+
+def save_best(workdir: pathlib.Path, trainable: dict, step: int, metrics: dict) -> None:
+  """Replaces WORKDIR/best with `trainable` (selected on a validation split)."""
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{BEST_DIR}.tmp-", dir=workdir)).absolute()
+  try:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp / PARAMS_DIR, jax.tree_util.tree_map(np.asarray, trainable))
+    checkpointer.wait_until_finished()
+    (tmp / "best.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
+    shutil.rmtree(workdir / BEST_DIR, ignore_errors=True)
+    os.replace(tmp, workdir / BEST_DIR)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def checkpoint_manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
+  """Async orbax manager for WORKDIR/checkpoints keeping the newest `keep`."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+  return ocp.CheckpointManager((workdir / CHECKPOINTS_DIR).absolute(), item_names=("state", "data"),
+                               options=options)
+
+
+def _state_items(state) -> dict:
+  return {"step": state.step, "trainable": state.trainable, "opt_state": state.opt_state, "rng": state.rng}
+
+
+def save_checkpoint(manager: ocp.CheckpointManager, state, data_iterator) -> None:
+  """Starts an async save of the train state (frozen params excluded) and the data iterator."""
+  step = int(state.step)
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(_state_items(state)),
+      data=grain.checkpoint.CheckpointSave(data_iterator)))
+
+
+def restore_checkpoint(manager: ocp.CheckpointManager, state, data_iterator):
+  """Restores the latest checkpoint into `state`'s shapes/shardings and `data_iterator`.
+
+  Returns:
+    The restored state, or `state` unchanged when there is no checkpoint.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return state
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _state_items(state))
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  return state.replace(**restored["state"])

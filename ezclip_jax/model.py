@@ -77,7 +77,10 @@ VIT_B_32 = ModelConfig(vision_patch_size=32)
 VIT_B_16 = ModelConfig()
 VIT_L_14 = ModelConfig(embed_dim=768, vision_layers=24, vision_width=1024, vision_patch_size=14,
                        vision_heads=16, text_width=768, text_heads=12)
-ARCHITECTURES = {"ViT-B/32": VIT_B_32, "ViT-B/16": VIT_B_16, "ViT-L/14": VIT_L_14}
+# For demos and tests on a CPU; no pretrained weights exist for it.
+TINY = ModelConfig(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_heads=2,
+                   text_width=128, text_heads=2, text_layers=2)
+ARCHITECTURES = {"ViT-B/32": VIT_B_32, "ViT-B/16": VIT_B_16, "ViT-L/14": VIT_L_14, "tiny": TINY}
 
 
 def drop_path_rates(config: ModelConfig) -> np.ndarray:

@@ -1,0 +1,447 @@
+"""Zero-shot evaluation: class scores, sample-exact accuracy, confusion matrices, protocol summaries.
+
+Scoring follows the official `validate` (test.py): a video's frame embeddings are
+mean-pooled over time and L2-normalised, the class texts' embeddings L2-normalised,
+similarities are `100 * video @ text.T` (a fixed 100, not the model's `logit_scale`),
+softmaxed over the classes separately for each of the K texts per class (templates or
+LLM descriptions) and averaged over K. Multi-view evaluation (clips x crops; the official
+code has none) scores every view on its own and averages the views' class
+probabilities, the same way the K texts are combined.
+
+Unlike the official loop (which drops the last partial batch), every sample counts
+exactly once: the eval loader pads the last batch and marks real rows in `mask`.
+"""
+
+import csv
+import dataclasses
+import functools
+import os
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from ezclip_jax import input_pipeline
+from ezclip_jax import model as model_lib
+from ezclip_jax import sharding
+from ezclip_jax import text_prompts
+
+SIMILARITY_SCALE = 100.0
+TOPK = 5
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def class_probabilities(frame_embeddings: jax.Array, text_embeddings: jax.Array) -> jax.Array:
+  """Class probabilities of videos, averaged over texts per class and over views.
+
+  Args:
+    frame_embeddings: `[B, V, T, D]` (V views per video) or `[B, T, D]` unnormalised
+      per-frame embeddings.
+    text_embeddings: `[K, C, D]` unnormalised embeddings of K texts for each of C classes
+      (row k*C + c of the official flat text list is `[k, c]`).
+
+  Returns:
+    float32 `[B, C]`: per video, the mean over views and texts of the softmax over classes.
+  """
+  if frame_embeddings.ndim == 3:
+    frame_embeddings = frame_embeddings[:, None]
+  if frame_embeddings.ndim != 4 or text_embeddings.ndim != 3:
+    raise ValueError(f"Expected frame embeddings [B, V, T, D] or [B, T, D] and text embeddings [K, C, D], got "
+                     f"{frame_embeddings.shape} and {text_embeddings.shape}.")
+  batch, views = frame_embeddings.shape[:2]
+  video = frame_embeddings.astype(jnp.float32).mean(axis=2)
+  video = video / jnp.linalg.norm(video, axis=-1, keepdims=True)
+  text = text_embeddings.astype(jnp.float32)
+  text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
+  # HIGHEST: TPUs would otherwise round these f32 matmuls to bf16, moving 100x-scaled logits.
+  logits = SIMILARITY_SCALE * jnp.einsum("bvd,kcd->kbvc", video, text, precision=jax.lax.Precision.HIGHEST)
+  probs = text_prompts.ensemble_probabilities(logits.reshape(logits.shape[0], batch * views, -1))
+  return probs.reshape(batch, views, -1).mean(axis=1)
+
+
+def _global_array(x: np.ndarray, target: jax.sharding.Sharding) -> jax.Array:
+  """An array every process holds in full, laid out as `target`."""
+  # An explicit placement, so allowed under a `jax_transfer_guard` against hidden copies.
+  with jax.transfer_guard_host_to_device("allow"):
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+
+def _shared_rows(x: np.ndarray, mesh: Mesh | None) -> jax.Array:
+  """Rows every process holds in full, sharded over the mesh's batch axes."""
+  if mesh is None:
+    return jax.device_put(x)
+  return _global_array(x, sharding.batch_sharding(mesh, x.ndim))
+
+
+def _local_rows(x: np.ndarray, mesh: Mesh | None) -> jax.Array:
+  """This process's rows of a batch sharded over the mesh's batch axes."""
+  if mesh is None:
+    return jax.device_put(x)
+  with jax.transfer_guard_host_to_device("allow"):
+    return jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, x.ndim), x)
+
+
+def _place_variables(variables: Any, mesh: Mesh | None) -> Any:
+  """Keeps arrays already laid out on the mesh (e.g. FSDP-sharded params); replicates the rest."""
+  if mesh is None:
+    return jax.device_put(variables)
+  devices = set(mesh.devices.flat)
+
+  def place(x):
+    if isinstance(x, jax.Array) and x.sharding.device_set == devices:
+      return x
+    return _global_array(np.asarray(x), sharding.replicated(mesh))
+
+  return jax.tree.map(place, variables)
+
+
+def _local_shards(mesh: Mesh | None) -> int:
+  """Batch rows of each process must split evenly over its share of the batch shards."""
+  if mesh is None:
+    return 1
+  return max(1, sharding.batch_shards(mesh) // jax.process_count())
+
+
+def _pad_rows(x: np.ndarray, multiple: int, value: Any = 0) -> np.ndarray:
+  extra = -len(x) % multiple
+  if not extra:
+    return x
+  return np.concatenate([x, np.full((extra, *x.shape[1:]), value, x.dtype)])
+
+
+@functools.lru_cache(maxsize=16)
+def _text_encoder(model: model_lib.EZCLIP, mesh: Mesh | None):
+  out = None if mesh is None else sharding.replicated(mesh)
+  return jax.jit(lambda variables, ids: model.apply(variables, ids, method=model.encode_text), out_shardings=out)
+
+
+def encode_class_texts(model: model_lib.EZCLIP, variables: Any, text_ids: np.ndarray, batch: int = 256, *,
+                       mesh: Mesh | None = None) -> jax.Array:
+  """Embeds every class text once, in jitted batches of rows.
+
+  Args:
+    model: the EZ-CLIP module.
+    variables: its variables (`{"params": ...}`).
+    text_ids: int32 `[K, C, L]` token ids (`text_prompts.build_prompts(...).tokens`).
+    batch: text rows per call (rounded up to a multiple of the mesh's batch shards).
+    mesh: shard the rows over the mesh's batch axes; None: the default device.
+
+  Returns:
+    float32 `[K, C, D]` unnormalised text embeddings (replicated over `mesh`).
+  """
+  text_ids = np.asarray(text_ids, np.int32)
+  if text_ids.ndim != 3:
+    raise ValueError(f"text_ids must be [K, C, L] (texts x classes x tokens), got shape {text_ids.shape}.")
+  num_texts, num_classes, length = text_ids.shape
+  shards = 1 if mesh is None else sharding.batch_shards(mesh)
+  batch = -(-min(batch, num_texts * num_classes) // shards) * shards
+  rows = _pad_rows(text_ids.reshape(-1, length), batch)
+  encode = _text_encoder(model, mesh)
+  variables = _place_variables(variables, mesh)
+  chunks = [encode(variables, _shared_rows(rows[i:i + batch], mesh)) for i in range(0, len(rows), batch)]
+  return jnp.concatenate(chunks)[:num_texts * num_classes].reshape(num_texts, num_classes, -1)
+
+
+@functools.lru_cache(maxsize=16)
+def _video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
+  """`(variables, video uint8 [B, V, T, H, W, 3], labels, mask, texts [K, C, D]) -> (probs [B, C], labels, mask)`.
+
+  Labels and mask pass through so that, replicated on the way out, every process sees the
+  whole global batch.
+  """
+
+  def score(variables, video, labels, mask, text_embeddings):
+    batch, views = video.shape[:2]
+    clips = input_pipeline.normalize(video.reshape(batch * views, *video.shape[2:]))
+    frames = model.apply(variables, clips, method=model.encode_video)
+    probs = class_probabilities(frames.reshape(batch, views, *frames.shape[1:]), text_embeddings)
+    return probs, labels, mask
+
+  out = None if mesh is None else sharding.replicated(mesh)
+  return jax.jit(score, out_shardings=out)
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+  """Counts of one evaluation over every (unmasked) sample.
+
+  Attributes:
+    confusion: int64 `[C, C]`, rows the true class, columns the top-1 prediction.
+    topk_correct: samples whose class is among the `topk` most probable.
+    topk: the k of `top5`: 5, or the class count when there are fewer classes.
+  """
+  confusion: np.ndarray
+  topk_correct: int
+  topk: int
+
+  @property
+  def num_samples(self) -> int:
+    return int(self.confusion.sum())
+
+  @property
+  def num_classes(self) -> int:
+    return self.confusion.shape[0]
+
+  @property
+  def top1(self) -> float:
+    """Percent of samples whose most probable class is right (official `top1`)."""
+    return 100.0 * float(np.trace(self.confusion)) / self.num_samples
+
+  @property
+  def top5(self) -> float:
+    """Percent of samples whose class is among the `topk` most probable."""
+    return 100.0 * self.topk_correct / self.num_samples
+
+  @property
+  def class_counts(self) -> np.ndarray:
+    """int64 `[C]` samples of each true class."""
+    return self.confusion.sum(axis=1)
+
+  @property
+  def per_class_accuracy(self) -> np.ndarray:
+    """float64 `[C]` top-1 percent per true class; NaN for classes without samples."""
+    counts = self.class_counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+      return np.where(counts > 0, 100.0 * np.diag(self.confusion) / counts, np.nan)
+
+  @property
+  def mean_class_accuracy(self) -> float:
+    """Mean of `per_class_accuracy` over the classes that have samples."""
+    return float(np.nanmean(self.per_class_accuracy))
+
+  def summary(self) -> dict[str, float]:
+    """Scalars for logging."""
+    return {"top1": self.top1, "top5": self.top5, "mean_class_accuracy": self.mean_class_accuracy,
+            "num_samples": float(self.num_samples)}
+
+
+class Accumulator:
+  """Adds up batches of class probabilities into an `EvalResult`; masked rows are ignored."""
+
+  def __init__(self, num_classes: int, topk: int = TOPK):
+    self.num_classes = num_classes
+    self.topk = min(topk, num_classes)
+    self._confusion = np.zeros((num_classes, num_classes), np.int64)
+    self._topk_correct = 0
+
+  def update(self, probabilities: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> None:
+    """Counts one batch.
+
+    Args:
+      probabilities: `[B, C]` class scores.
+      labels: int `[B]` true classes (anything for masked rows, e.g. -1).
+      mask: bool `[B]`, False for padding; None: every row is real.
+    """
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    mask = np.ones(labels.shape, bool) if mask is None else np.asarray(mask, bool)
+    if probabilities.shape != (len(labels), self.num_classes) or mask.shape != labels.shape:
+      raise ValueError(f"Expected probabilities [B, {self.num_classes}], labels [B] and mask [B]; got "
+                       f"{probabilities.shape}, {labels.shape} and {mask.shape}.")
+    probabilities, labels = probabilities[mask], labels[mask].astype(np.int64)
+    bad = (labels < 0) | (labels >= self.num_classes)
+    if bad.any():
+      raise ValueError(f"Label {labels[bad][0]} of an unmasked sample is not a class id (0..{self.num_classes - 1}).")
+    predictions = np.argmax(probabilities, axis=-1)
+    np.add.at(self._confusion, (labels, predictions), 1)
+    top = np.argsort(-probabilities, axis=-1, kind="stable")[:, :self.topk]
+    self._topk_correct += int((top == labels[:, None]).any(axis=-1).sum())
+
+  def result(self) -> EvalResult:
+    return EvalResult(self._confusion.copy(), self._topk_correct, self.topk)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _check_batch(batch: Mapping[str, np.ndarray], number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`(video [B, V, T, H, W, 3] uint8, label [B], mask [B])` of eval batch `number`."""
+  for key in ("video", "label"):
+    if key not in batch:
+      raise KeyError(f"Eval batch {number} has no {key!r} (keys: {sorted(batch)}); expected 'video' uint8 "
+                     "[B, V, T, H, W, 3], 'label' [B] and 'mask' [B] as input_pipeline.eval_dataset yields.")
+  video, labels = np.asarray(batch["video"]), np.asarray(batch["label"])
+  if video.ndim == 5:
+    video = video[:, None]
+  if video.dtype != np.uint8 or video.ndim != 6 or video.shape[-1] != 3 or len(video) != len(labels):
+    raise ValueError(f"Eval batch {number}: 'video' must be uint8 [B, V, T, H, W, 3] (or [B, T, H, W, 3]) with "
+                     f"B = len(label) = {len(labels)}; got {video.dtype} {video.shape}.")
+  mask = np.asarray(batch["mask"], bool) if "mask" in batch else np.ones(labels.shape, bool)
+  return video, labels.astype(np.int32), mask
+
+
+def evaluate(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[str, np.ndarray]],
+             text_ids: np.ndarray, *, mesh: Mesh | None = None, text_batch: int = 256) -> EvalResult:
+  """Zero-shot accuracy of `model` over every sample of `batches`.
+
+  Args:
+    model: the EZ-CLIP module.
+    variables: its variables (`{"params": ...}`).
+    batches: eval batches (`input_pipeline.eval_dataset`; this process's share when
+      multi-host): `video` uint8 `[B, V, T, H, W, 3]`, `label` int `[B]`, `mask` bool `[B]`.
+    text_ids: int32 `[K, C, L]` class texts; embedded once.
+    mesh: shard each batch over the mesh's batch axes (rows padded and masked to fit);
+      None: the default device.
+    text_batch: text rows per encoder call.
+
+  Returns:
+    The counts over all processes' samples (the same on every process).
+  """
+  variables = _place_variables(variables, mesh)
+  text_embeddings = encode_class_texts(model, variables, text_ids, text_batch, mesh=mesh)
+  scorer = _video_scorer(model, mesh)
+  accumulator = Accumulator(text_embeddings.shape[1])
+  multiple = _local_shards(mesh)
+  pending = None  # Fetched after the next batch is dispatched, so the device never waits on the host.
+  for number, batch in enumerate(batches):
+    video, labels, mask = _check_batch(batch, number)
+    video, labels, mask = _pad_rows(video, multiple), _pad_rows(labels, multiple, -1), _pad_rows(mask, multiple)
+    outputs = scorer(variables, _local_rows(video, mesh), _local_rows(labels, mesh), _local_rows(mask, mesh),
+                     text_embeddings)
+    if pending is not None:
+      accumulator.update(*jax.device_get(pending))
+    pending = outputs
+  if pending is not None:
+    accumulator.update(*jax.device_get(pending))
+  result = accumulator.result()
+  if not result.num_samples:
+    raise ValueError("The eval batches held no unmasked sample.")
+  return result
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+def confusion_png_pixels(num_classes: int) -> int:
+  """Side of the square confusion-matrix PNG: 250 + 15 per class, between 600 and 4000 pixels."""
+  return min(4000, max(600, 250 + 15 * num_classes))
+
+
+def save_confusion_matrix_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, *,
+                              title: str = "") -> None:
+  """Draws the row-normalised confusion matrix (true class rows) with class names.
+
+  Args:
+    matrix: `[C, C]` counts, rows true classes, columns predictions.
+    class_names: `[C]` names for the ticks (every n-th when they would not fit).
+    path: the PNG, `confusion_png_pixels(C)` pixels square (parent folders are created).
+    title: drawn above the matrix.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  matrix = np.asarray(matrix)
+  num_classes = len(class_names)
+  if matrix.shape != (num_classes, num_classes):
+    raise ValueError(f"Confusion matrix of shape {matrix.shape} does not match {num_classes} class names.")
+  dpi = 100
+  side = confusion_png_pixels(num_classes) / dpi
+  rows = matrix.sum(axis=1, keepdims=True)
+  fractions = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+  fig, ax = plt.subplots(figsize=(side, side), dpi=dpi, layout="constrained")
+  image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+  fig.colorbar(image, ax=ax, shrink=0.6, label="fraction of the true class")
+  step = max(1, -(-num_classes * 15 // (confusion_png_pixels(num_classes) - 250)))
+  ticks = np.arange(0, num_classes, step)
+  ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90, fontsize=7)
+  ax.set_yticks(ticks, [class_names[i] for i in ticks], fontsize=7)
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  ax.set_title(title)
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(os.fspath(path), dpi=dpi)
+  plt.close(fig)
+
+
+def save_per_class_csv(result: EvalResult, class_names: Sequence[str], path: str | os.PathLike) -> None:
+  """Writes `id,name,samples,correct,accuracy` (percent; empty for classes without samples)."""
+  if len(class_names) != result.num_classes:
+    raise ValueError(f"{len(class_names)} class names for a result over {result.num_classes} classes.")
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  correct = np.diag(result.confusion)
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["id", "name", "samples", "correct", "accuracy"])
+    for i, (name, count, accuracy) in enumerate(zip(class_names, result.class_counts, result.per_class_accuracy)):
+      writer.writerow([i, name, int(count), int(correct[i]), "" if np.isnan(accuracy) else f"{accuracy:.4f}"])
+
+
+# ---------------------------------------------------------------------------- protocols
+
+
+def _top1(value: EvalResult | float) -> float:
+  return value.top1 if isinstance(value, EvalResult) else float(value)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and population standard deviation (ddof 0), as reported over the 3 splits."""
+  values = np.asarray(values, np.float64)
+  if values.size == 0:
+    raise ValueError("mean_std of no values.")
+  return float(values.mean()), float(values.std())
+
+
+def zero_shot_summary(results: Sequence[EvalResult]) -> dict[str, float]:
+  """Zero-shot protocol: top-1/top-5 mean and std over the official splits.
+
+  Args:
+    results: one result per split (UCF101/HMDB51 splits 1-3, or K600's 3 class subsets).
+
+  Returns:
+    `top1_mean`, `top1_std`, `top5_mean`, `top5_std` (percent) and `num_splits`.
+  """
+  top1_mean, top1_std = mean_std([r.top1 for r in results])
+  top5_mean, top5_std = mean_std([r.top5 for r in results])
+  return {"top1_mean": top1_mean, "top1_std": top1_std, "top5_mean": top5_mean, "top5_std": top5_std,
+          "num_splits": float(len(results))}
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+  """`2 * base * novel / (base + novel)`; 0 when both are 0."""
+  return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
+
+
+def base_to_novel_summary(base: Sequence[EvalResult | float], novel: Sequence[EvalResult | float]) -> dict[str, float]:
+  """Base-to-novel protocol: top-1 on base and novel classes averaged over the training
+  splits (seeds), and the harmonic mean of the two averages.
+
+  Returns:
+    `base`, `novel`, `hm` (percent).
+  """
+  if len(base) != len(novel) or not base:
+    raise ValueError(f"Need one base and one novel result per split, got {len(base)} and {len(novel)}.")
+  base_mean = mean_std([_top1(r) for r in base])[0]
+  novel_mean = mean_std([_top1(r) for r in novel])[0]
+  return {"base": base_mean, "novel": novel_mean, "hm": harmonic_mean(base_mean, novel_mean)}
+
+
+def few_shot_summary(results: Mapping[int, Sequence[EvalResult | float] | EvalResult | float]
+                     ) -> dict[int, tuple[float, float]]:
+  """Few-shot protocol: top-1 mean and std over the runs of each shot count K (2, 4, 8, 16).
+
+  Returns:
+    `{K: (mean, std)}` sorted by K.
+  """
+  summary = {}
+  for shots in sorted(results):
+    runs = results[shots]
+    runs = runs if isinstance(runs, Sequence) else [runs]
+    summary[shots] = mean_std([_top1(r) for r in runs])
+  return summary
+
+
+def format_few_shot_table(summary: Mapping[int, tuple[float, float]], dataset: str = "top-1") -> str:
+  """A Markdown table, one column per shot count: `| HMDB51 | 52.1 ± 0.3 | ...` (std shown when > 0)."""
+  header = "| " + " | ".join(["dataset"] + [f"K={k}" for k in summary]) + " |"
+  rule = "|" + "---|" * (len(summary) + 1)
+  cells = [f"{mean:.1f} ± {std:.1f}" if std else f"{mean:.1f}" for mean, std in summary.values()]
+  return "\n".join([header, rule, "| " + " | ".join([dataset] + cells) + " |"])

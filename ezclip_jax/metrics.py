@@ -1,0 +1,347 @@
+"""Training and evaluation metrics: TensorBoard events, a JSONL log, console progress, curve plots.
+
+`MetricWriter` writes every scalar twice in the workdir:
+  WORKDIR/metrics.jsonl               one `{"step", "split", "values"}` object per write; the
+                                      authoritative log, equal between a resumed and an
+                                      uninterrupted run (see `truncate_after`)
+  WORKDIR/tensorboard/events.out.tfevents.*   for `tensorboard --logdir WORKDIR/tensorboard`,
+                                      tags `<split>/<name>`
+The event files are written here without TensorFlow: a TFRecord of hand-encoded `Event`
+protos (the handful of fields TensorBoard reads for scalars). tensorboardX would do the same
+but imports PyTorch whenever it is installed, and the library must not.
+"""
+
+import datetime
+import itertools
+import json
+import math
+import os
+import pathlib
+import socket
+import struct
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from absl import logging
+
+JSONL_NAME = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+_EVENT_FILE_NUMBER = itertools.count()
+
+
+# ------------------------------------------------------------- TensorBoard event records
+
+
+def _crc32c_table() -> tuple[int, ...]:
+  table = []
+  for byte in range(256):
+    crc = byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    table.append(crc)
+  return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+  """CRC-32C (Castagnoli), the checksum of TFRecord files."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+  return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc(data: bytes) -> int:
+  crc = crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _tfrecord(data: bytes) -> bytes:
+  length = struct.pack("<Q", len(data))
+  return length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data))
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    byte, value = value & 0x7F, value >> 7
+    out.append(byte | (0x80 if value else 0))
+    if not value:
+      return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+  return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _event(step: int, wall_time: float, what: bytes) -> bytes:
+  """An `Event` proto: wall_time (field 1, double), step (2, int64) and one `what` field."""
+  return b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step) + what
+
+
+def _file_version() -> bytes:
+  return _length_delimited(3, b"brain.Event:2")
+
+
+def _summary(scalars: Mapping[str, float]) -> bytes:
+  """`Event.summary` (field 5): one `Value` (tag = 1, simple_value = 2 as float32) per scalar."""
+  values = b"".join(
+      _length_delimited(1, _length_delimited(1, tag.encode("utf-8")) + b"\x15" + struct.pack("<f", value))
+      for tag, value in scalars.items())
+  return _length_delimited(5, values)
+
+
+def _session_start() -> bytes:
+  # `Event.session_log` (field 7) with status START: TensorBoard then drops the events it
+  # has read with steps >= this event's step, i.e. those of a killed run past its checkpoint.
+  return _length_delimited(7, b"\x08\x01")
+
+
+# ------------------------------------------------------------------------- JSONL records
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  """The records of a metrics JSONL file.
+
+  A final line without its newline (a write cut short by a kill) is dropped with a warning;
+  any other unreadable line is an error naming the file and line.
+  """
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  lines = text.split("\n")
+  records = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or not {"step", "split", "values"} <= set(record):
+        raise ValueError("expected an object with 'step', 'split' and 'values'")
+    except ValueError as e:
+      if number == len(lines):
+        logging.warning("%s:%d: dropping an incomplete last record (%s).", path, number, e)
+        continue
+      raise ValueError(f"{path}:{number}: not a metrics record ({e}): {line[:200]!r}") from e
+    records.append(record)
+  return records
+
+
+def _scalars(values: Mapping[str, Any]) -> dict[str, float]:
+  scalars = {}
+  for name, value in values.items():
+    try:
+      scalars[name] = float(value)
+    except (TypeError, ValueError) as e:
+      raise TypeError(f"Metric {name!r} is not a scalar: {value!r}.") from e
+  return scalars
+
+
+class MetricWriter:
+  """Writes scalars to TensorBoard event files and `metrics.jsonl` in `workdir`.
+
+  Each record is one `write` system call, so a killed process leaves whole records behind.
+  A disabled writer (every process but 0) creates and writes nothing.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, enabled: bool):
+    """Opens the log for appending; the event file is created at the first write.
+
+    Args:
+      workdir: the run's directory.
+      enabled: False on all processes but one (`jax.process_index() == 0`).
+    """
+    self.enabled = enabled
+    self.jsonl_path = pathlib.Path(workdir) / JSONL_NAME
+    self.tensorboard_dir = pathlib.Path(workdir) / TENSORBOARD_DIR
+    self._jsonl = None
+    self._events = None
+    if enabled:
+      self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+      self._open_jsonl()
+
+  def _open_jsonl(self) -> None:
+    self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+  def _write_event(self, step: int, what: bytes) -> None:
+    if self._events is None:
+      self.tensorboard_dir.mkdir(parents=True, exist_ok=True)
+      name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
+              f"{next(_EVENT_FILE_NUMBER)}")
+      self._events = open(self.tensorboard_dir / name, "ab")
+      self._events.write(_tfrecord(_event(0, time.time(), _file_version())))
+    self._events.write(_tfrecord(_event(step, time.time(), what)))
+    self._events.flush()
+
+  def write_scalars(self, step: int, values: Mapping[str, Any], split: str = "train") -> None:
+    """Logs `values` (floats, numpy or jax scalars) of `split` ("train", a dataset name) at `step`."""
+    if not self.enabled:
+      return
+    if step < 0:
+      raise ValueError(f"step must be >= 0, got {step}.")
+    scalars = _scalars(values)
+    line = json.dumps({"step": int(step), "split": split, "values": scalars}) + "\n"
+    os.write(self._jsonl, line.encode("utf-8"))
+    self._write_event(int(step), _summary({f"{split}/{name}": value for name, value in scalars.items()}))
+
+  def truncate_after(self, step: int) -> None:
+    """Forgets what a killed run logged after its last checkpoint (`step`, the restored one).
+
+    Rewrites `metrics.jsonl` without records past `step` (atomically), and marks a restart
+    at `step + 1` in the event files, which makes TensorBoard drop their later points.
+    """
+    if not self.enabled:
+      return
+    records = [r for r in read_jsonl(self.jsonl_path) if r["step"] <= step]
+    temporary = self.jsonl_path.with_suffix(".jsonl.tmp")
+    temporary.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    os.close(self._jsonl)
+    os.replace(temporary, self.jsonl_path)
+    self._open_jsonl()
+    self._write_event(step + 1, _session_start())
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      os.close(self._jsonl)
+      self._jsonl = None
+    if self._events is not None:
+      self._events.close()
+      self._events = None
+
+  def __enter__(self) -> "MetricWriter":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def format_duration(seconds: float) -> str:
+  """`H:MM:SS`, or `?` when unknown."""
+  if not math.isfinite(seconds) or seconds < 0:
+    return "?"
+  return str(datetime.timedelta(seconds=round(seconds)))
+
+
+class ProgressReporter:
+  """One console line per report, e.g.
+  `step 120/1000 (12.0%) | 3.21 steps/s | ETA 0:04:34 | loss 1.2345`.
+
+  Reports every `every_steps` steps or `every_secs` seconds, whichever comes first, and at
+  the last step. The rate is measured from the first `update` (so the first step's
+  compilation does not count when that step is passed in) to the latest report. Plain
+  lines, so logs written to a file read as well as a terminal.
+  """
+
+  def __init__(self, total_steps: int, *, every_steps: int = 100, every_secs: float = 30.0, enabled: bool = True,
+               print_fn: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic):
+    """Sets up the reporter.
+
+    Args:
+      total_steps: the step training ends at.
+      every_steps: report at least this often in steps.
+      every_secs: report at least this often in seconds.
+      enabled: False on all processes but one.
+      print_fn: where lines go (default: `print` to stdout, flushed).
+      clock: seconds, monotonic.
+    """
+    self.total_steps = total_steps
+    self.every_steps = every_steps
+    self.every_secs = every_secs
+    self.enabled = enabled
+    self._print = print_fn or (lambda line: print(line, flush=True))
+    self._clock = clock
+    self._start: tuple[int, float] | None = None
+    self._last_report: tuple[int, float] | None = None
+
+  def update(self, step: int, loss: Any = None) -> str | None:
+    """Notes that `step` is done; prints and returns a line when one is due.
+
+    Args:
+      step: steps done so far.
+      loss: the latest loss (a jax scalar is only fetched when a line is printed).
+
+    Returns:
+      The printed line, or None.
+    """
+    if not self.enabled:
+      return None
+    now = self._clock()
+    if self._start is None:
+      self._start = self._last_report = (step, now)
+      return None
+    last_step, last_time = self._last_report
+    due = (step - last_step >= self.every_steps or now - last_time >= self.every_secs
+           or step >= self.total_steps)
+    if not due or step == last_step:
+      return None
+    self._last_report = (step, now)
+    line = self.format_line(step, now, loss)
+    self._print(line)
+    return line
+
+  def format_line(self, step: int, now: float, loss: Any = None) -> str:
+    start_step, start_time = self._start
+    elapsed = now - start_time
+    rate = (step - start_step) / elapsed if elapsed > 0 else math.nan
+    eta = (self.total_steps - step) / rate if rate > 0 else math.nan
+    parts = [f"step {step}/{self.total_steps} ({100.0 * step / self.total_steps:.1f}%)",
+             f"{rate:.2f} steps/s", f"ETA {format_duration(eta)}"]
+    if loss is not None:
+      parts.append(f"loss {float(loss):.4f}")
+    return " | ".join(parts)
+
+
+# -------------------------------------------------------------------------------- curves
+
+
+def _series(records: list[dict]) -> dict[str, tuple[list[int], list[float]]]:
+  series: dict[str, tuple[list[int], list[float]]] = {}
+  for record in records:
+    for name, value in record["values"].items():
+      if math.isfinite(value):
+        steps, values = series.setdefault(f"{record['split']}/{name}", ([], []))
+        steps.append(record["step"])
+        values.append(value)
+  return series
+
+
+def _is_accuracy(name: str) -> bool:
+  metric = name.rsplit("/", 1)[-1]
+  return metric.startswith("top") or "acc" in metric
+
+
+def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
+  """Plots the log's losses (metrics named `*loss*`) and accuracies (`top*`, `*acc*`) by step.
+
+  The PNG (parent folders created) is written to a temporary file and renamed, so a viewer
+  never sees half of it.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  series = _series(read_jsonl(jsonl_path))
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, layout="constrained")
+  for name, (steps, values) in sorted(series.items()):
+    if "loss" in name.rsplit("/", 1)[-1]:
+      loss_ax.plot(steps, values, label=name)
+    elif _is_accuracy(name):
+      acc_ax.plot(steps, values, marker="o", label=name)
+  for ax, title, unit in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "percent")):
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(unit)
+    ax.grid(alpha=0.3)
+    if ax.lines:
+      ax.legend(fontsize=8)
+  png_path = pathlib.Path(png_path)
+  png_path.parent.mkdir(parents=True, exist_ok=True)
+  temporary = png_path.with_name(png_path.name + ".tmp")
+  fig.savefig(temporary, format="png")
+  plt.close(fig)
+  os.replace(temporary, png_path)

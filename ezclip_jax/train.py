@@ -1,0 +1,344 @@
+"""Training: the train state, the pure train step, and the loop that wires the stages.
+
+config -> sources and grain pipelines (input_pipeline) -> model (model) -> jitted,
+sharded `train_step` -> orbax checkpoints (checkpoint) -> evaluation (evaluate) ->
+metrics (metrics). `train_step(state, batch, *, model, tx, motion_weight)` is pure;
+`make_train_step` jits it with explicit in/out shardings and donates the state.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+import pathlib
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from ezclip_jax import checkpoint
+from ezclip_jax import evaluate
+from ezclip_jax import input_pipeline
+from ezclip_jax import losses
+from ezclip_jax import metrics
+from ezclip_jax import model as model_lib
+from ezclip_jax import optim
+from ezclip_jax import sharding
+from ezclip_jax import text_prompts
+from ezclip_jax import tfds_source
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training run carries between steps (and saves in checkpoints).
+
+  Attributes:
+    step: optimizer steps taken (micro-steps when accumulating gradients).
+    trainable: parameters the optimizer updates (prompts and adapters by default).
+    frozen: the rest of the parameters; not in the optimizer state.
+    opt_state: the optax state of `trainable`.
+    rng: raw key data (uint32) of the run's base key; step keys fold in `step`.
+  """
+  step: jax.Array
+  trainable: Any
+  frozen: Any
+  opt_state: Any
+  rng: jax.Array
+
+  @property
+  def params(self) -> dict:
+    return optim.merge_params(self.trainable, self.frozen)
+
+
+def video_text_logits(frame_embeddings: jax.Array, text_embeddings: jax.Array,
+                      logit_scale: jax.Array) -> jax.Array:
+  """Scaled cosine similarities of mean-pooled videos `[B, D]` x texts `[N, D]` -> `[B, N]`."""
+  video = frame_embeddings.mean(axis=1)
+  video = video / jnp.linalg.norm(video, axis=-1, keepdims=True)
+  text = text_embeddings / jnp.linalg.norm(text_embeddings, axis=-1, keepdims=True)
+  return jnp.exp(logit_scale) * video @ text.T
+
+
+TRAIN_KEYS = ("video", "label", "text")
+
+
+def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib.EZCLIP,
+                  motion_weight: float) -> tuple[jax.Array, dict]:
+  """The official EZ-CLIP objective on one batch.
+
+  Args:
+    params: full params tree.
+    batch: `video` uint8 `[B, T, H, W, 3]`, `label` int32 `[B]`, `text` int32 `[B, L]` (one
+      text of each sample's class, picked by the input pipeline).
+    rng: dropout key.
+    model: the EZ-CLIP module.
+    motion_weight: weight of the motion loss (0 disables it).
+
+  Returns:
+    (loss, metrics dict of scalars).
+  """
+  labels = batch["label"]
+  variables = {"params": params}
+  rngs = {"dropout": rng}
+  video = input_pipeline.normalize(batch["video"])
+  frames = model.apply(variables, video, True, method=model.encode_video, rngs=rngs)
+  texts = model.apply(variables, batch["text"], True, method=model.encode_text, rngs=rngs)
+  logits = video_text_logits(frames, texts, params["logit_scale"])
+  same_class = (labels[:, None] == labels[None, :]).astype(jnp.float32)
+  kl = (losses.video_text_kl_loss(logits, same_class) + losses.video_text_kl_loss(logits.T, same_class)) / 2
+  motion = losses.motion_loss(frames)
+  loss = kl + motion_weight * motion
+  return loss, {"loss": loss, "kl_loss": kl, "motion_loss": motion}
+
+
+def train_step(state: TrainState, batch: dict, *, model: model_lib.EZCLIP, tx: optax.GradientTransformation,
+               motion_weight: float) -> tuple[TrainState, dict]:
+  """One optimizer (micro-)step. Pure: the step key is fold_in(base key, step)."""
+  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+  def loss_fn(trainable):
+    params = optim.merge_params(trainable, state.frozen)
+    return training_loss(params, batch, rng, model=model, motion_weight=motion_weight)
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.trainable)
+  updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
+  trainable = optax.apply_updates(state.trainable, updates)
+  metrics["grad_norm"] = optax.global_norm(grads)
+  # Catches non-finite params the moment they appear, before any checkpoint holds them.
+  metrics["update_norm"] = optax.global_norm(updates)
+  new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
+  return new_state, metrics
+
+
+def init_train_state(params: dict, tx: optax.GradientTransformation, trainable_patterns,
+                     seed: int) -> TrainState:
+  trainable, frozen = optim.split_params(params, trainable_patterns)
+  return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
+                    opt_state=tx.init(trainable), rng=jax.random.key_data(jax.random.key(seed)))
+
+
+def state_shardings(config: model_lib.ModelConfig, tx: optax.GradientTransformation,
+                    trainable_patterns, mesh: Mesh) -> TrainState:
+  """NamedShardings of every TrainState leaf: params from their logical axes, optimizer
+  moments like their params, counters and the key replicated."""
+  model = model_lib.EZCLIP(config)
+  boxed = jax.eval_shape(lambda: model_lib.init_boxed(model, jax.random.key(0)))["params"]
+  param_shardings = sharding.logical_shardings(boxed, mesh)
+  trainable, frozen = optim.split_params(param_shardings, trainable_patterns)
+  abstract_trainable = jax.tree.map(lambda b: jax.ShapeDtypeStruct(b.value.shape, b.value.dtype),
+                                    optim.split_params(boxed, trainable_patterns)[0],
+                                    is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  abstract_opt = jax.eval_shape(tx.init, abstract_trainable)
+  replicated = sharding.replicated(mesh)
+  opt_state = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, trainable,
+                                    transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, trainable=trainable, frozen=frozen, opt_state=opt_state,
+                    rng=replicated)
+
+
+def make_train_step(model: model_lib.EZCLIP, tx: optax.GradientTransformation, mesh: Mesh,
+                    shardings: TrainState, motion_weight: float):
+  """`step(state, batch) -> (state, metrics)`, jitted over `mesh`, state donated.
+
+  `batch` holds global arrays of `TRAIN_KEYS` sharded like `train_batch_shardings`.
+  """
+  step = functools.partial(train_step, model=model, tx=tx, motion_weight=motion_weight)
+  return jax.jit(step, in_shardings=(shardings, train_batch_shardings(mesh)),
+                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def train_batch_shardings(mesh: Mesh) -> dict:
+  return {"video": sharding.batch_sharding(mesh, 5), "label": sharding.batch_sharding(mesh, 1),
+          "text": sharding.batch_sharding(mesh, 2)}
+
+
+def resolve_path(path: str, official_repo: str) -> str:
+  """`path` itself if absolute, else inside the official repository checkout."""
+  if not path or os.path.isabs(path):
+    return path
+  return os.path.join(official_repo, path)
+
+
+def check_paths(config: ml_collections.ConfigDict) -> None:
+  """Fails before any compilation if a configured file or directory is missing."""
+  missing = []
+
+  def need(key: str, path: str) -> None:
+    if path and not os.path.exists(path):
+      missing.append(f"{key}={path}")
+
+  need("model.pretrained", config.model.pretrained)
+  specs = {"data.train": config.data.train} if config.data.train.labels_csv else {}
+  specs.update({f"data.evals.{name}": spec for name, spec in config.data.evals.items()})
+  for key, spec in specs.items():
+    for field in ("list_file", "labels_csv", "descriptions"):
+      need(f"{key}.{field}", resolve_path(spec[field], config.data.official_repo))
+    if spec.kind != "tfds":
+      need(f"{key}.root", spec.root)
+  if missing:
+    raise FileNotFoundError("missing paths in the config: " + "; ".join(missing))
+
+
+def make_source(spec: ml_collections.ConfigDict, official_repo: str, skip_bad: bool):
+  """The grain data source a dataset spec (`configs.common.dataset`) describes."""
+  labels_csv = resolve_path(spec.labels_csv, official_repo)
+  if spec.kind == "list":
+    return input_pipeline.ListSource(resolve_path(spec.list_file, official_repo), labels_csv,
+                                     root=spec.root or None, media=spec.media, template=spec.template,
+                                     index_bias=spec.index_bias, skip_bad=skip_bad)
+  if spec.kind == "video_folder":
+    return input_pipeline.VideoFolderSource(spec.root, labels_csv, skip_bad=skip_bad)
+  if spec.kind == "tfds":
+    return tfds_source.TfdsVideoSource(spec.tfds_name, spec.tfds_split, spec.tfds_data_dir or None)
+  raise ValueError(f"dataset {spec.name!r}: kind={spec.kind!r}; expected list, video_folder or tfds")
+
+
+def class_prompts(spec: ml_collections.ConfigDict, official_repo: str, context_length: int):
+  names = text_prompts.read_class_names(resolve_path(spec.labels_csv, official_repo))
+  descriptions = resolve_path(spec.descriptions, official_repo) or None
+  return names, text_prompts.build_prompts(names, descriptions, context_length=context_length, truncate=True)
+
+
+def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, dict]:
+  """The architecture (with this run's regularisation) and starting params."""
+  overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "dtype",
+                                              "remat")}
+  if config.model.pretrained:
+    _, variables = checkpoint.load_pretrained(config.model.pretrained)
+    model_config = dataclasses.replace(checkpoint.load_config(config.model.pretrained), **overrides)
+    if model_config.num_frames != config.model.num_frames:
+      raise ValueError(f"model.num_frames={config.model.num_frames} but {config.model.pretrained} was "
+                       f"converted for {model_config.num_frames} frames (convert with --num-frames)")
+    return model_config, variables["params"]
+  model_config = dataclasses.replace(
+      model_lib.ARCHITECTURES[config.model.arch], num_frames=config.model.num_frames,
+      use_prompts=config.model.use_prompts, t_adapter=config.model.t_adapter, **overrides)
+  return model_config, model_lib.init_variables(model_config, jax.random.key(config.seed))["params"]
+
+
+def to_global(batch: dict, shardings: dict) -> dict:
+  """This process's share of a batch -> global arrays (one process or many)."""
+  return {k: jax.make_array_from_process_local_data(s, batch[k]) for k, s in shardings.items()}
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss."""
+
+
+def _check_finite(values: dict, step: int) -> None:
+  if not all(math.isfinite(float(v)) for v in values.values()):
+    raise NonFiniteLossError(f"non-finite training metrics at step {step}: {values}; stopping. The last "
+                             "checkpoint (saved before this) is intact; lower optim.lr or check the data.")
+
+
+def run_evals(config, model, params, mesh, model_config, step: int, writer, workdir: pathlib.Path) -> dict:
+  """Evaluates every configured dataset; returns {name: top-1}."""
+  results = {}
+  variables = {"params": params}
+  for name, spec in config.data.evals.items():
+    source = make_source(spec, config.data.official_repo, config.data.skip_bad)
+    class_names, prompts = class_prompts(spec, config.data.official_repo, model_config.context_length)
+    batches = input_pipeline.eval_dataset(
+        source, batch_size=config.data.eval_batch_size, num_frames=model_config.num_frames,
+        num_clips=config.data.num_clips, num_crops=config.data.num_crops,
+        resize_size=round(model_config.image_resolution * 256 / 224),  # official: 256 for 224 crops
+        crop_size=model_config.image_resolution, skip_bad=config.data.skip_bad,
+        num_workers=config.data.num_workers)
+    result = evaluate.evaluate(model, variables, batches, prompts.tokens, mesh=mesh)
+    writer.write_scalars(step, result.summary(), split=f"eval/{name}")
+    if jax.process_index() == 0:
+      plots = workdir / "plots"
+      plots.mkdir(parents=True, exist_ok=True)
+      evaluate.save_confusion_matrix_png(result.confusion, class_names, plots / f"confusion_{name}_{step}.png")
+      evaluate.save_per_class_csv(result, class_names, plots / f"per_class_{name}_{step}.csv")
+    results[name] = result.top1
+  return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Trains (resuming from WORKDIR when it has a checkpoint) with periodic evaluation.
+
+  Returns:
+    The last evaluation's {dataset: top-1 accuracy}.
+  """
+  workdir = pathlib.Path(workdir)
+  check_paths(config)
+  mesh = sharding.make_mesh(config.mesh_shape)
+  model_config, params = initial_params(config)
+  model = model_lib.EZCLIP(model_config)
+  spec = config.data.train
+  source = make_source(spec, config.data.official_repo, config.data.skip_bad)
+  _, prompts = class_prompts(spec, config.data.official_repo, model_config.context_length)
+  steps_per_epoch = len(source) // config.data.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {len(source)} training videos")
+  total_steps = config.train.epochs * steps_per_epoch
+  accum = config.optim.grad_accum_steps
+  tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum)
+  patterns = tuple(config.train.trainable)
+  shardings = state_shardings(model_config, tx, patterns, mesh)
+  state = jax.device_put(init_train_state(params, tx, patterns, config.seed), shardings)
+  train_iter = iter(input_pipeline.train_dataset(
+      source, global_batch_size=config.data.batch_size, num_frames=model_config.num_frames,
+      crop_size=model_config.image_resolution, flip=spec.flip, seed=config.seed,
+      text_tokens=prompts.tokens, skip_bad=config.data.skip_bad, num_workers=config.data.num_workers))
+  manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
+  if jax.process_index() == 0:
+    checkpoint.save_backbone(workdir, model_config, params, patterns)
+  state = checkpoint.restore_checkpoint(manager, state, train_iter)
+  start = int(state.step)
+  writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer.truncate_after(start)
+  step_fn = make_train_step(model, tx, mesh, shardings, config.train.motion_weight)
+  batch_shardings = train_batch_shardings(mesh)
+  progress = metrics.ProgressReporter(total_steps, every_steps=config.train.log_every_steps,
+                                      enabled=jax.process_index() == 0)
+  best, results = -1.0, {}
+  for step in range(start + 1, total_steps + 1):
+    state, step_metrics = step_fn(state, to_global(next(train_iter), batch_shardings))
+    progress.update(step, step_metrics["loss"])
+    last = step == total_steps
+    if step % config.train.log_every_steps == 0 or step % config.train.checkpoint_every_steps == 0 or last:
+      values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+      _check_finite(values, step)
+      writer.write_scalars(step, values, split="train")
+    if step % config.train.checkpoint_every_steps == 0 or last:
+      checkpoint.save_checkpoint(manager, state, train_iter)
+    epoch_end = step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
+    if config.data.evals and (epoch_end or last):
+      results = run_evals(config, model, state.params, mesh, model_config, step, writer, workdir)
+      best = _update_best(config, workdir, state, step, results, best)
+      if jax.process_index() == 0:
+        metrics.plot_curves(writer.jsonl_path, workdir / "plots" / "curves.png")
+  manager.wait_until_finished()
+  writer.close()
+  return results
+
+
+def _update_best(config, workdir: pathlib.Path, state: TrainState, step: int, results: dict, best: float) -> float:
+  """Keeps WORKDIR/best on the first validation-role dataset (never on a test split)."""
+  val = [name for name, spec in config.data.evals.items() if spec.role == "val"]
+  if not val or results[val[0]] <= best:
+    return best
+  if jax.process_index() == 0:
+    checkpoint.save_best(workdir, jax.device_get(state.trainable), step, {f"{val[0]}/top1": results[val[0]]})
+  return results[val[0]]
+
+
+def evaluate_pretrained(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Evaluates `config.model.pretrained` (a converted CLIP or a training workdir) on every eval dataset."""
+  workdir = pathlib.Path(workdir)
+  check_paths(config)
+  if not config.model.pretrained:
+    raise ValueError("--mode=eval needs --config.model.pretrained=DIR")
+  mesh = sharding.make_mesh(config.mesh_shape)
+  model_config, params = initial_params(config)
+  writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  results = run_evals(config, model_lib.EZCLIP(model_config), params, mesh, model_config, 0, writer, workdir)
+  writer.close()
+  return results

@@ -1,0 +1,88 @@
+"""The sharded train step: mesh-independent results, frozen parameters untouched."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from ezclip_jax import model as model_lib
+from ezclip_jax import optim
+from ezclip_jax import sharding
+from ezclip_jax import train
+from tests import test_model
+
+CONFIG = dataclasses.replace(test_model.TINY, drop_path_rate=0.1, prompt_dropout=0.1)
+TRAINABLE = optim.DEFAULT_TRAINABLE
+
+
+def _batch(seed=0, batch=8):
+  rng = np.random.default_rng(seed)
+  res = CONFIG.image_resolution
+  text = np.zeros((batch, CONFIG.context_length), np.int32)
+  text[:, 0] = 998
+  text[:, 1:5] = rng.integers(1, 990, (batch, 4))
+  text[:, 5] = test_model.EOT
+  return {"video": rng.integers(0, 256, (batch, CONFIG.num_frames, res, res, 3), dtype=np.uint8),
+          "label": np.array([0, 1, 2, 3, 0, 1, 0, 2][:batch], np.int32), "text": text}
+
+
+def _optim_config():
+  config = common.get_config().optim
+  config.lr = 1e-3
+  return config
+
+
+def _run_steps(mesh_shape, devices, steps=2):
+  mesh = sharding.make_mesh(mesh_shape, devices)
+  model = model_lib.EZCLIP(CONFIG)
+  tx = optim.make_optimizer(_optim_config(), total_steps=10, warmup_steps=1)
+  params = test_model._random_variables(CONFIG)["params"]
+  shardings = train.state_shardings(CONFIG, tx, TRAINABLE, mesh)
+  state = jax.device_put(train.init_train_state(params, tx, TRAINABLE, seed=0), shardings)
+  step = train.make_train_step(model, tx, mesh, shardings, motion_weight=1.0)
+  losses = []
+  for i in range(steps):
+    state, metrics = step(state, _batch(i))
+    losses.append(float(metrics["loss"]))
+  return losses, jax.device_get(state)
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+  return _run_steps((1, 1, 1), jax.devices()[:1])
+
+
+@pytest.mark.parametrize("mesh_shape", [(4, 2, 1), (2, 2, 2)])
+def test_sharded_steps_equal_single_device(single_device_run, mesh_shape):
+  assert len(jax.devices()) == 8
+  want_losses, want_state = single_device_run
+  losses, state = _run_steps(mesh_shape, jax.devices())
+  np.testing.assert_allclose(losses, want_losses, rtol=1e-5)
+  for got, want in zip(jax.tree.leaves(state.trainable), jax.tree.leaves(want_state.trainable)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_only_trainable_parameters_change(single_device_run):
+  _, state = single_device_run
+  before = test_model._random_variables(CONFIG)["params"]
+  trainable, frozen = optim.split_params(before, TRAINABLE)
+  for got, want in zip(jax.tree.leaves(state.frozen), jax.tree.leaves(frozen)):
+    np.testing.assert_array_equal(got, want)
+  flat_before = jax.tree_util.tree_flatten_with_path(trainable)[0]
+  flat_after = jax.tree.leaves(state.trainable)
+  names = {jax.tree_util.keystr(path) for path, _ in flat_before}
+  assert any("T_prompt_embeddings" in n for n in names) and any("Adapter" in n for n in names)
+  assert not any("temporal_embedding" in n or "logit_scale" in n for n in names)
+  for (path, old), new in zip(flat_before, flat_after):
+    assert not np.array_equal(old, new), jax.tree_util.keystr(path)
+  assert int(state.step) == 2
+
+
+def test_frozen_parameters_are_not_in_the_optimizer_state(single_device_run):
+  _, state = single_device_run
+  frozen_size = sum(x.size for x in jax.tree.leaves(state.frozen))
+  trainable_size = sum(x.size for x in jax.tree.leaves(state.trainable))
+  opt_size = sum(x.size for x in jax.tree.leaves(state.opt_state))
+  assert opt_size < 2 * trainable_size + 100 < frozen_size
