@@ -32,6 +32,7 @@ def dataset(**overrides) -> ml_collections.ConfigDict:
       "descriptions": "",       # LLM description CSV; empty: the 16 templates
       "flip": True,             # horizontal flips while training (False for SSv2)
       "role": "test",           # evaluation only: val (selects the best checkpoint) or test
+      "group": "",              # evaluation only: summarised together (mean/std over splits; base/novel -> HM)
   })
   spec.update(overrides)
   return spec

@@ -13,6 +13,7 @@ import os
 import pathlib
 from typing import Any
 
+from absl import logging
 import flax
 import flax.linen as nn
 import jax
@@ -237,7 +238,11 @@ def _check_finite(values: dict, step: int) -> None:
 
 
 def run_evals(config, model, params, mesh, model_config, step: int, writer, workdir: pathlib.Path) -> dict:
-  """Evaluates every configured dataset; returns {name: top-1}."""
+  """Evaluates every configured dataset and the protocol summaries of their groups.
+
+  Returns:
+    {dataset name: top-1 percent}.
+  """
   results = {}
   variables = {"params": params}
   for name, spec in config.data.evals.items():
@@ -253,11 +258,26 @@ def run_evals(config, model, params, mesh, model_config, step: int, writer, work
     writer.write_scalars(step, result.summary(), split=f"eval/{name}")
     if jax.process_index() == 0:
       plots = workdir / "plots"
-      plots.mkdir(parents=True, exist_ok=True)
       evaluate.save_confusion_matrix_png(result.confusion, class_names, plots / f"confusion_{name}_{step}.png")
       evaluate.save_per_class_csv(result, class_names, plots / f"per_class_{name}_{step}.csv")
-    results[name] = result.top1
-  return results
+    results[name] = result
+  for group, summary in protocol_summaries(config.data.evals, results).items():
+    writer.write_scalars(step, summary, split=f"protocol/{group}")
+    logging.info("step %d %s: %s", step, group, summary)
+  return {name: result.top1 for name, result in results.items()}
+
+
+def protocol_summaries(specs: ml_collections.ConfigDict, results: dict) -> dict[str, dict]:
+  """Zero-shot mean/std over each `group` of datasets (e.g. UCF101 splits 1-3); base-to-novel
+  harmonic mean when there are `base` and `novel` groups."""
+  groups = {}
+  for name, spec in specs.items():
+    if spec.group:
+      groups.setdefault(spec.group, []).append(results[name])
+  summaries = {group: evaluate.zero_shot_summary(members) for group, members in groups.items()}
+  if "base" in groups and "novel" in groups:
+    summaries["base_to_novel"] = evaluate.base_to_novel_summary(groups["base"], groups["novel"])
+  return summaries
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
