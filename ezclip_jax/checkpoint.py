@@ -19,10 +19,10 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -37,15 +37,53 @@ BEST_DIR = "best"
 TRAINABLE_FILE = "trainable_patterns.json"
 
 
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def _write_directory(dst: pathlib.Path, params, files: dict[str, str]) -> None:
+  """Writes `params` (orbax, collective over processes) and text `files` into `dst` atomically.
+
+  Every process calls this; process 0 writes the text files and moves the finished
+  directory into place, so a failed write never leaves a half-written `dst`.
+  """
+  primary = jax.process_index() == 0
+  tmp = dst.parent / f".{dst.name}.partial"
+  if primary:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+  _sync(f"start {dst}")
+  # Arrays on this process's devices alone are saved as numpy (by process 0); global
+  # arrays spanning processes are saved collectively by orbax.
+  params = jax.tree.map(lambda x: x if isinstance(x, jax.Array) and not x.is_fully_addressable
+                        else np.asarray(x), params)
+  try:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp / PARAMS_DIR, params)
+    checkpointer.wait_until_finished()
+    _sync(f"written {dst}")
+    if primary:
+      for name, text in files.items():
+        (tmp / name).write_text(text)
+      shutil.rmtree(dst, ignore_errors=True)
+      os.replace(tmp, dst)
+  finally:
+    if primary:
+      shutil.rmtree(tmp, ignore_errors=True)
+  _sync(f"done {dst}")
+
+
 def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig, params: dict,
-                    overwrite: bool = False) -> pathlib.Path:
-  """Writes config + params atomically to `directory`.
+                    overwrite: bool = False, extra_files: dict[str, str] | None = None) -> pathlib.Path:
+  """Writes config + params atomically to `directory` (every process calls it).
 
   Args:
     directory: destination; must not exist unless `overwrite`.
     config: the architecture.
-    params: the `params` collection (nested dict of arrays).
+    params: the `params` collection (nested dict of numpy or jax arrays).
     overwrite: replace an existing directory.
+    extra_files: more {file name: text} to write beside the config.
 
   Returns:
     The destination path.
@@ -53,18 +91,7 @@ def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig,
   dst = pathlib.Path(directory).absolute()
   if dst.exists() and not overwrite:
     raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it.")
-  dst.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-  try:
-    (tmp / CONFIG_FILE).write_text(config.to_json())
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / PARAMS_DIR, jax.tree_util.tree_map(np.asarray, params))
-    checkpointer.wait_until_finished()
-    if dst.exists():
-      shutil.rmtree(dst)
-    os.replace(tmp, dst)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  _write_directory(dst, params, {CONFIG_FILE: config.to_json(), **(extra_files or {})})
   return dst
 
 
@@ -122,25 +149,16 @@ def _load_from_workdir(workdir: pathlib.Path) -> tuple[model_lib.EZCLIP, dict]:
 def save_backbone(workdir: pathlib.Path, config: model_lib.ModelConfig, params: dict,
                   trainable_patterns) -> None:
   """Writes the run's starting params once (a pretrained directory) and which of them train."""
-  directory = workdir / BACKBONE_DIR
-  if directory.is_dir():
+  if (workdir / BACKBONE_DIR).is_dir():
     return
-  save_pretrained(directory, config, params)
-  (directory / TRAINABLE_FILE).write_text(json.dumps(list(trainable_patterns)))
+  save_pretrained(workdir / BACKBONE_DIR, config, params,
+                  extra_files={TRAINABLE_FILE: json.dumps(list(trainable_patterns))})
 
 
 def save_best(workdir: pathlib.Path, trainable: dict, step: int, metrics: dict) -> None:
-  """Replaces WORKDIR/best with `trainable` (selected on a validation split)."""
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{BEST_DIR}.tmp-", dir=workdir)).absolute()
-  try:
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(tmp / PARAMS_DIR, jax.tree_util.tree_map(np.asarray, trainable))
-    checkpointer.wait_until_finished()
-    (tmp / "best.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
-    shutil.rmtree(workdir / BEST_DIR, ignore_errors=True)
-    os.replace(tmp, workdir / BEST_DIR)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  """Replaces WORKDIR/best with `trainable` (selected on a validation split); every process calls it."""
+  _write_directory(workdir.absolute() / BEST_DIR, trainable,
+                   {"best.json": json.dumps({"step": step, **metrics}, indent=2)})
 
 
 def checkpoint_manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:

@@ -308,8 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       crop_size=model_config.image_resolution, flip=spec.flip, seed=config.seed,
       text_tokens=prompts.tokens, skip_bad=config.data.skip_bad, num_workers=config.data.num_workers))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
-  if jax.process_index() == 0:
-    checkpoint.save_backbone(workdir, model_config, params, patterns)
+  checkpoint.save_backbone(workdir, model_config, params, patterns)
   state = checkpoint.restore_checkpoint(manager, state, train_iter)
   start = int(state.step)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
@@ -345,8 +344,7 @@ def _update_best(config, workdir: pathlib.Path, state: TrainState, step: int, re
   val = [name for name, spec in config.data.evals.items() if spec.role == "val"]
   if not val or results[val[0]] <= best:
     return best
-  if jax.process_index() == 0:
-    checkpoint.save_best(workdir, jax.device_get(state.trainable), step, {f"{val[0]}/top1": results[val[0]]})
+  checkpoint.save_best(workdir, state.trainable, step, {f"{val[0]}/top1": results[val[0]]})
   return results[val[0]]
 
 

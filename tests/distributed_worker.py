@@ -1,0 +1,77 @@
+"""One process of the multi-process tests (run by tests/test_distributed.py, not collected).
+
+  python tests/distributed_worker.py step PROCESS_ID NUM_PROCESSES PORT OUT.npz
+      two train steps on a (2, 2, 1) mesh over all processes' devices; each process feeds
+      only its rows of the global batch. Process 0 writes the losses and trainable params.
+  python tests/distributed_worker.py train PROCESS_ID NUM_PROCESSES PORT WORKDIR CONFIG_FILE
+      the full training loop (`ezclip_jax.main`'s work) in every process.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
+
+
+def _initialize(process_id: int, num_processes: int, port: int) -> None:
+  if num_processes > 1:
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
+                               process_id=process_id)
+
+
+def run_steps(out: str) -> None:
+  from ezclip_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from ezclip_jax import optim  # pylint: disable=g-import-not-at-top
+  from ezclip_jax import sharding  # pylint: disable=g-import-not-at-top
+  from ezclip_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import test_model  # pylint: disable=g-import-not-at-top
+  from tests import test_train  # pylint: disable=g-import-not-at-top
+
+  config = test_train.CONFIG
+  mesh = sharding.make_mesh((2, 2, 1))
+  tx = optim.make_optimizer(test_train._optim_config(), total_steps=10, warmup_steps=1)
+  params = test_model._random_variables(config)["params"]
+  shardings = train.state_shardings(config, tx, test_train.TRAINABLE, mesh)
+  state = jax.device_put(train.init_train_state(params, tx, test_train.TRAINABLE, seed=0), shardings)
+  step = train.make_train_step(model_lib.EZCLIP(config), tx, mesh, shardings, motion_weight=1.0)
+  rows = 8 // jax.process_count()
+  start = jax.process_index() * rows
+  losses = []
+  for i in range(2):
+    local = {k: v[start:start + rows] for k, v in test_train._batch(i).items()}
+    state, metrics = step(state, train.to_global(local, train.train_batch_shardings(mesh)))
+    losses.append(float(metrics["loss"]))
+  leaves = [np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            for x in jax.tree.leaves(state.trainable)]
+  if jax.process_index() == 0:
+    np.savez(out, losses=np.array(losses), *leaves)
+
+
+def run_training(workdir: str, config_file: str) -> None:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  from ezclip_jax import train  # pylint: disable=g-import-not-at-top
+
+  spec = importlib.util.spec_from_file_location("worker_config", config_file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  train.train_and_evaluate(module.get_config(), workdir)
+
+
+def main() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  mode, process_id, num_processes, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+  _initialize(process_id, num_processes, port)
+  if mode == "step":
+    run_steps(sys.argv[5])
+  else:
+    run_training(sys.argv[5], sys.argv[6])
+
+
+if __name__ == "__main__":
+  main()
