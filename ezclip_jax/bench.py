@@ -1,14 +1,21 @@
-"""Forward-pass benchmark of `encode_video`, next to PyTorch EZ-CLIP on the same weights.
+"""Benchmarks of the model: `encode_video` next to PyTorch, and the train/eval steps.
 
   python -m ezclip_jax.bench [--arch ViT-B/16] [--frames 8] [--batch_sizes 1,2] [--repeats 5]
+  python -m ezclip_jax.bench --what=train [--batch_sizes 2] [--dtype bfloat16]
 
-Prints, per batch size: jit compile seconds, median forward latency, videos/s,
-XLA's FLOP count and the achieved fraction of this machine's measured float32
-matmul peak (both JAX's and PyTorch's peaks are measured in this run). The
-PyTorch side runs in a subprocess (`convert.torch_bench`: torch is imported only
-under convert/) on the same weights, converted by `convert.flax_to_torch`.
+`--what=forward` (default) prints, per batch size: jit compile seconds, median
+forward latency, videos/s, XLA's FLOP count and the achieved fraction of this
+machine's measured float32 matmul peak (both JAX's and PyTorch's peaks are measured
+in this run). The PyTorch side runs in a subprocess (`convert.torch_bench`: torch is
+imported only under convert/) on the same weights, converted by `convert.flax_to_torch`.
+
+`--what=train` prints, per batch size, for the sharded train step (all local
+devices, data parallel) and the eval step (encode + zero-shot scoring): compile
+seconds, videos/s and model FLOPs utilisation against the matmul peak measured in
+the compute dtype.
 """
 
+import dataclasses
 import json
 import os
 import statistics
@@ -19,18 +26,27 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import common
 from ezclip_jax import checkpoint
+from ezclip_jax import evaluate
+from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
+from ezclip_jax import optim
+from ezclip_jax import sharding
+from ezclip_jax import train
 
 _ARCH = flags.DEFINE_enum("arch", "ViT-B/16", list(model_lib.ARCHITECTURES), "Architecture.")
 _FRAMES = flags.DEFINE_integer("frames", 8, "Frames per video.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "2"], "Batch sizes to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed forward passes per batch size.")
 _TORCH = flags.DEFINE_bool("torch", True, "Also time the PyTorch reference (needs the [convert] extra).")
+_WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train"], "Which benchmark.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype (train benchmark).")
 
 
 def time_calls(fn, repeats: int) -> float:
@@ -44,9 +60,11 @@ def time_calls(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-  """Measured float32 matmul throughput of XLA on this machine."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size), np.float32))
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+  """Measured matmul throughput of XLA on the default device, in `dtype`."""
+  if jax.default_backend() != "cpu":
+    size = 8192
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), dtype)
   matmul = jax.jit(lambda x: x @ x)
   seconds = time_calls(lambda: matmul(a).block_until_ready(), repeats)
   return 2 * size**3 / seconds / 1e9
@@ -83,11 +101,85 @@ def bench_torch(config: model_lib.ModelConfig, variables: dict, batch_sizes: lis
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _compiled(fn, *args):
+  start = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return compiled, time.perf_counter() - start, compiled.cost_analysis()["flops"]
+
+
+def bench_train_step(config: model_lib.ModelConfig, variables: dict, batch: int, repeats: int) -> dict:
+  """Train step (data parallel over the local devices) on random clips and texts."""
+  mesh = sharding.make_mesh((-1, 1, 1), jax.local_devices())
+  model = model_lib.EZCLIP(config)
+  optim_config = common.get_config().optim
+  tx = optim.make_optimizer(optim_config, total_steps=1000, warmup_steps=10)
+  patterns = optim.DEFAULT_TRAINABLE
+  shardings = train.state_shardings(config, tx, patterns, mesh)
+  # From a host copy: the step donates the state, which must not free `variables`.
+  params = jax.device_get(variables["params"])
+  state = jax.device_put(train.init_train_state(params, tx, patterns, seed=0), shardings)
+  rng = np.random.default_rng(0)
+  res = config.image_resolution
+  host = {"video": rng.integers(0, 256, (batch, config.num_frames, res, res, 3), dtype=np.uint8),
+          "label": np.arange(batch, dtype=np.int32),
+          "text": rng.integers(1, config.vocab_size - 1, (batch, config.context_length)).astype(np.int32)}
+  host["text"][:, -1] = config.vocab_size - 1
+  device_batch = train.to_global(host, train.train_batch_shardings(mesh))
+  step = train.make_train_step(model, tx, mesh, shardings, motion_weight=1.0)
+  compiled, compile_s, flops = _compiled(step, state, device_batch)
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], device_batch)
+    jax.block_until_ready(metrics)
+
+  seconds = time_calls(run, repeats)
+  return {"compile_s": compile_s, "latency_s": seconds, "videos_per_s": batch / seconds, "gflops": flops / 1e9}
+
+
+def bench_eval_step(config: model_lib.ModelConfig, variables: dict, batch: int, repeats: int,
+                    num_classes: int = 400) -> dict:
+  """Eval step: encode the clips and score them against precomputed class texts."""
+  model = model_lib.EZCLIP(config)
+  res = config.image_resolution
+  video = jnp.asarray(np.random.default_rng(1).integers(0, 256, (batch, config.num_frames, res, res, 3),
+                                                         dtype=np.uint8))
+  texts = jnp.asarray(np.random.default_rng(2).standard_normal((1, num_classes, config.embed_dim)), jnp.float32)
+
+  def step(v, x, t):
+    frames = model.apply(v, input_pipeline.normalize(x), method=model.encode_video)
+    return evaluate.class_probabilities(frames, t)
+
+  compiled, compile_s, flops = _compiled(jax.jit(step), variables, video, texts)
+  seconds = time_calls(lambda: compiled(variables, video, texts).block_until_ready(), repeats)
+  return {"compile_s": compile_s, "latency_s": seconds, "videos_per_s": batch / seconds, "gflops": flops / 1e9}
+
+
+def main_train(config: model_lib.ModelConfig, batch_sizes: list[int], repeats: int) -> None:
+  config = dataclasses.replace(config, dtype=_DTYPE.value)
+  variables = model_lib.init_variables(config, jax.random.key(0))
+  peak = matmul_peak_gflops(dtype=_DTYPE.value)
+  devices = jax.local_devices()
+  print(f"{_ARCH.value}, {config.num_frames}x{config.image_resolution}, {config.dtype}, {len(devices)} x "
+        f"{devices[0].device_kind}; measured {_DTYPE.value} matmul peak {peak:.0f} GFLOP/s")
+  print(f"{'step':>5} {'batch':>5} {'compile s':>9} {'step s':>7} {'videos/s':>8} {'GFLOPs':>7} {'MFU':>5}")
+  for batch in batch_sizes:
+    for name, fn in (("train", bench_train_step), ("eval", bench_eval_step)):
+      r = fn(config, variables, batch, repeats)
+      mfu = r["gflops"] / r["latency_s"] / (peak * len(devices))
+      print(f"{name:>5} {batch:>5} {r['compile_s']:>9.1f} {r['latency_s']:>7.3f} {r['videos_per_s']:>8.2f} "
+            f"{r['gflops']:>7.0f} {mfu:>5.0%}")
+
+
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   config = model_lib.ARCHITECTURES[_ARCH.value]
-  config = model_lib.ModelConfig(**{**config.__dict__, "num_frames": _FRAMES.value})
+  config = dataclasses.replace(config, num_frames=_FRAMES.value)
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  if _WHAT.value == "train":
+    main_train(config, batch_sizes, _REPEATS.value)
+    return
   variables = model_lib.init_variables(config, jax.random.key(0))
   jax_peak = matmul_peak_gflops()
   results = {b: bench_jax(config, variables, b, _REPEATS.value) for b in batch_sizes}
