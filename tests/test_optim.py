@@ -1,0 +1,79 @@
+"""Optimizer pieces: official schedule, trainable split, visual lr ratio, accumulation, bf16 compute."""
+
+import dataclasses
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from ezclip_jax import model as model_lib
+from ezclip_jax import optim
+from ezclip_jax import sharding
+from ezclip_jax import train
+from tests import test_model
+from tests import test_train
+
+
+def test_schedule_is_the_official_warmup_cosine():
+  # Official WarmupCosineAnnealingLR (per epoch there, per step here): lr * t / warmup while
+  # t < warmup, then lr * (cos(pi * (t - warmup) / (total - warmup)) + 1) / 2.
+  lr, warmup, total = 1e-4, 50, 1500
+  schedule = optim.learning_rate_schedule(lr, warmup, total)
+  for t in (0, 1, 25, 49, 50, 51, 400, 775, 1499, 1500):
+    want = lr * t / warmup if t < warmup else lr * (math.cos(math.pi * (t - warmup) / (total - warmup)) + 1) / 2
+    assert float(schedule(t)) == pytest.approx(want, rel=1e-5, abs=1e-5 * lr), t
+
+
+def test_split_follows_the_official_name_filter():
+  params = test_model._random_variables(test_model.TINY)["params"]
+  trainable, frozen = optim.split_params(params, common.OFFICIAL_TRAINABLE)
+  names = lambda tree: {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  assert all("prompt" in n or "Adapter" in n for n in names(trainable))
+  assert not any("prompt" in n or "Adapter" in n for n in names(frozen))
+  merged = optim.merge_params(trainable, frozen)
+  assert jax.tree.structure(merged) == jax.tree.structure(params)
+  with pytest.raises(ValueError, match="no parameter matches"):
+    optim.split_params(params, ("nothing_has_this_name",))
+
+
+def _steps(optim_overrides=None, model_overrides=None, steps=2):
+  config = dataclasses.replace(test_train.CONFIG, **(model_overrides or {}))
+  optim_config = test_train._optim_config()
+  optim_config.update(optim_overrides or {})
+  mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
+  tx = optim.make_optimizer(optim_config, total_steps=10, warmup_steps=0)  # lr > 0 from the first update
+  params = test_model._random_variables(config)["params"]
+  shardings = train.state_shardings(config, tx, test_train.TRAINABLE, mesh)
+  state = jax.device_put(train.init_train_state(params, tx, test_train.TRAINABLE, seed=0), shardings)
+  step = train.make_train_step(model_lib.EZCLIP(config), tx, mesh, shardings, motion_weight=1.0)
+  before = jax.device_get(state.trainable)
+  states = []
+  for i in range(steps):
+    state, _ = step(state, test_train._batch(i))
+    states.append(jax.device_get(state))
+  return before, states
+
+
+def test_visual_lr_ratio_scales_only_the_visual_tower():
+  before, (state,) = _steps({"visual_lr_ratio": 0.0}, steps=1)
+  np.testing.assert_array_equal(state.trainable["visual"]["transformer"]["T_prompt_embeddings"],
+                                before["visual"]["transformer"]["T_prompt_embeddings"])
+  text = state.trainable["transformer"]["resblocks_0"]["Adapter"]["D_fc2"]["kernel"]
+  assert not np.array_equal(text, before["transformer"]["resblocks_0"]["Adapter"]["D_fc2"]["kernel"])
+
+
+def test_gradient_accumulation_updates_every_k_steps():
+  before, (first, second) = _steps({"grad_accum_steps": 2})
+  for a, b in zip(jax.tree.leaves(first.trainable), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(second.trainable), jax.tree.leaves(before)))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_optimizer_state():
+  _, (state,) = _steps(model_overrides={"dtype": "bfloat16"}, steps=1)
+  for leaf in jax.tree.leaves((state.trainable, state.frozen)):
+    assert leaf.dtype == np.float32
+  assert all(leaf.dtype in (np.float32, np.int32) for leaf in jax.tree.leaves(state.opt_state))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.trainable))
