@@ -10,30 +10,19 @@ PyTorch EZ-CLIP (`convert.torch_model`) and prints one JSON line:
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import time
 
 import torch
 
 from convert import flax_to_torch
 from convert import torch_model
 from ezclip_jax import checkpoint
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+from ezclip_jax.bench import time_calls
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
   a = torch.randn(size, size)
-  return 2 * size**3 / _median_seconds(lambda: a @ a, repeats) / 1e9
+  return 2 * size**3 / time_calls(lambda: a @ a, repeats) / 1e9
 
 
 def main() -> None:
@@ -53,7 +42,7 @@ def main() -> None:
   with torch.inference_mode():
     for batch in (int(b) for b in args.batch_sizes.split(",")):
       video = torch.randn(batch, config.num_frames, res, res, 3)
-      latency[str(batch)] = _median_seconds(lambda: model.encode_video(video), args.repeats)
+      latency[str(batch)] = time_calls(lambda: model.encode_video(video), args.repeats)
   print(json.dumps({"matmul_peak_gflops": matmul_peak_gflops(), "latency_s": latency,
                     "threads": torch.get_num_threads()}))
 

@@ -52,14 +52,10 @@ def run_steps(out: str) -> None:
 
 
 def run_training(workdir: str, config_file: str) -> None:
-  import importlib.util  # pylint: disable=g-import-not-at-top
-
   from ezclip_jax import train  # pylint: disable=g-import-not-at-top
+  from tests import test_main  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location("worker_config", config_file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  train.train_and_evaluate(module.get_config(), workdir)
+  train.train_and_evaluate(test_main.load_config_file(config_file), workdir)
 
 
 def main() -> None:

@@ -47,9 +47,7 @@ def test_two_processes_equal_one(tmp_path):
 def test_two_process_training_checkpoints_and_logs_once(tmp_path):
   data = synthetic.make_dataset(tmp_path / "data", videos_per_class=4, num_frames=8, height=64, width=64,
                                 classes=test_main.CLASSES)
-  config_file = tmp_path / "tiny.py"
-  config_file.write_text(test_main.CONFIG_FILE.format(list_file=str(data.frames_list),
-                                                      labels_csv=str(data.labels_csv)))
+  config_file = test_main.write_config_file(data, tmp_path / "tiny.py")
   _run(["train", str(tmp_path / "run"), str(config_file)], num_processes=2, devices_per_process=2)
   records = [r for r in metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"]
   assert [r["step"] for r in records] == list(range(1, 13))  # one writer, no duplicates

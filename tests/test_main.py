@@ -1,5 +1,6 @@
 """End-to-end training runs: resume after SIGKILL, a crash mid-checkpoint, a NaN stop, loading a workdir."""
 
+import importlib.util
 import math
 import os
 import pathlib
@@ -13,7 +14,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
 from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import input_pipeline
@@ -50,19 +50,22 @@ def dataset(tmp_path_factory):
   return synthetic.make_dataset(root, videos_per_class=4, num_frames=8, height=64, width=64, classes=CLASSES)
 
 
-def _config(dataset, **train_overrides):
-  config = common.get_config()
-  config.seed = 0
-  config.model.arch = "tiny"
-  config.model.num_frames = 4
-  config.data.train = common.dataset(name="train", list_file=str(dataset.frames_list),
-                                     labels_csv=str(dataset.labels_csv))
+def write_config_file(dataset, path: pathlib.Path) -> pathlib.Path:
+  path.write_text(CONFIG_FILE.format(list_file=str(dataset.frames_list), labels_csv=str(dataset.labels_csv)))
+  return path
+
+
+def load_config_file(path):
+  spec = importlib.util.spec_from_file_location("tiny_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def _config(dataset, tmp_path, **train_overrides):
+  """The subprocess runs' config, with a batch that fills this process's 8 simulated devices."""
+  config = load_config_file(write_config_file(dataset, tmp_path / "tiny.py"))
   config.data.batch_size = 8
-  config.data.num_workers = 0
-  config.optim.lr = 1e-3
-  config.optim.warmup_epochs = 1
-  config.train.log_every_steps = 1
-  config.train.checkpoint_every_steps = 2
   config.train.update(train_overrides)
   return config
 
@@ -99,9 +102,7 @@ def _wait_for_step(workdir, step, process, timeout=240):
 
 
 def test_sigkill_and_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
-  config_file = tmp_path / "tiny.py"
-  config_file.write_text(CONFIG_FILE.format(list_file=str(dataset.frames_list),
-                                            labels_csv=str(dataset.labels_csv)))
+  config_file = write_config_file(dataset, tmp_path / "tiny.py")
   env = _environment()
   subprocess.run(_command(config_file, tmp_path / "straight"), env=env, cwd=REPO, check=True,
                  capture_output=True)
@@ -121,7 +122,7 @@ def test_sigkill_and_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
 
 
 def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, monkeypatch):
-  config = _config(dataset, epochs=4)  # 2 steps per epoch; checkpoints at 2, 4, 6, 8
+  config = _config(dataset, tmp_path, epochs=4)  # 2 steps per epoch; checkpoints at 2, 4, 6, 8
   get_state = input_pipeline._EpochReportIterator.get_state
   calls = []
 
@@ -145,21 +146,21 @@ def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_pat
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
-  train.train_and_evaluate(_config(dataset, epochs=2), tmp_path)  # checkpoints at 2 and 4
-  good = _trainable(tmp_path)
-  config = _config(dataset, epochs=4)
+  train.train_and_evaluate(_config(dataset, tmp_path, epochs=2), tmp_path / "run")  # checkpoints at 2, 4
+  good = _trainable(tmp_path / "run")
+  config = _config(dataset, tmp_path, epochs=4)
   config.optim.lr = math.nan
   with pytest.raises(train.NonFiniteLossError, match="step 5"):
-    train.train_and_evaluate(config, tmp_path)
-  assert checkpoint.checkpoint_manager(tmp_path, keep=3).latest_step() == 4
-  after = _trainable(tmp_path)
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert checkpoint.checkpoint_manager(tmp_path / "run", keep=3).latest_step() == 4
+  after = _trainable(tmp_path / "run")
   for a, b in zip(after, good):
     assert np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
 
 
 def test_missing_paths_fail_before_compiling(dataset, tmp_path):
-  config = _config(dataset)
+  config = _config(dataset, tmp_path)
   config.model.pretrained = str(tmp_path / "no_such_checkpoint")
   config.data.train.labels_csv = str(tmp_path / "labels_missing.csv")
   with pytest.raises(FileNotFoundError, match="model.pretrained=.*no_such_checkpoint.*labels_missing"):
