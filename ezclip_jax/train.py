@@ -210,8 +210,8 @@ def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelCo
   overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "dtype",
                                               "remat")}
   if config.model.pretrained:
-    _, variables = checkpoint.load_pretrained(config.model.pretrained)
-    model_config = dataclasses.replace(checkpoint.load_config(config.model.pretrained), **overrides)
+    model, variables = checkpoint.load_pretrained(config.model.pretrained)
+    model_config = dataclasses.replace(model.config, **overrides)
     if model_config.num_frames != config.model.num_frames:
       raise ValueError(f"model.num_frames={config.model.num_frames} but {config.model.pretrained} was "
                        f"converted for {model_config.num_frames} frames (convert with --num-frames)")

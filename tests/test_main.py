@@ -1,6 +1,7 @@
 """End-to-end training runs: resume after SIGKILL, a crash mid-checkpoint, a NaN stop, loading a workdir."""
 
 import importlib.util
+import json
 import math
 import os
 import pathlib
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import common
 from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import input_pipeline
@@ -166,3 +168,22 @@ def test_missing_paths_fail_before_compiling(dataset, tmp_path):
   with pytest.raises(FileNotFoundError, match="model.pretrained=.*no_such_checkpoint.*labels_missing"):
     train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, tmp_path):
+  config = _config(dataset, tmp_path, epochs=2, eval_every_epochs=1)
+  eval_spec = dict(list_file=str(dataset.frames_list), labels_csv=str(dataset.labels_csv))
+  config.data.evals = {"val": common.dataset(name="val", role="val", **eval_spec),
+                       "test": common.dataset(name="test", role="test", **eval_spec)}
+  results = train.train_and_evaluate(config, tmp_path / "run")
+  best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+  assert best["step"] in (2, 4) and best["val/top1"] == pytest.approx(
+      max(r["values"]["top1"] for r in metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl")
+          if r["split"] == "eval/val"))
+  assert (tmp_path / "run" / "plots" / "confusion_val_4.png").is_file()
+  assert (tmp_path / "run" / "plots" / "curves.png").is_file()
+  # --mode eval on the workdir scores its best checkpoint.
+  config.model.pretrained = str(tmp_path / "run")
+  again = train.evaluate_pretrained(config, tmp_path / "eval")
+  assert again["val"] == pytest.approx(best["val/top1"])
+  assert set(results) == {"val", "test"}
