@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -32,6 +33,7 @@ from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import text_prompts
 from ezclip_jax import tfds_source
+from ezclip_jax import transforms
 
 
 @flax.struct.dataclass
@@ -65,7 +67,7 @@ def video_text_logits(frame_embeddings: jax.Array, text_embeddings: jax.Array,
   return jnp.exp(logit_scale) * video @ text.T
 
 
-TRAIN_KEYS = ("video", "label", "text")
+TRAIN_KEYS = ("video", "color", "label", "text")
 
 
 def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib.EZCLIP,
@@ -74,8 +76,9 @@ def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib
 
   Args:
     params: full params tree.
-    batch: `video` uint8 `[B, T, H, W, 3]`, `label` int32 `[B]`, `text` int32 `[B, L]` (one
-      text of each sample's class, picked by the input pipeline).
+    batch: `video` uint8 `[B, T, H, W, 3]`, `color` float32 `[B, transforms.COLOR_SIZE]`
+      (each clip's colour jitter, applied here), `label` int32 `[B]`, `text` int32 `[B, L]`
+      (one text of each sample's class, picked by the input pipeline).
     rng: dropout key.
     model: the EZ-CLIP module.
     motion_weight: weight of the motion loss (0 disables it).
@@ -86,7 +89,7 @@ def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib
   labels = batch["label"]
   variables = {"params": params}
   rngs = {"dropout": rng}
-  video = input_pipeline.normalize(batch["video"])
+  video = input_pipeline.normalize(transforms.apply_color(batch["video"], batch["color"]))
   frames = model.apply(variables, video, True, method=model.encode_video, rngs=rngs)
   texts = model.apply(variables, batch["text"], True, method=model.encode_text, rngs=rngs)
   logits = video_text_logits(frames, texts, params["logit_scale"])
@@ -154,8 +157,8 @@ def make_train_step(model: model_lib.EZCLIP, tx: optax.GradientTransformation, m
 
 
 def train_batch_shardings(mesh: Mesh) -> dict:
-  return {"video": sharding.batch_sharding(mesh, 5), "label": sharding.batch_sharding(mesh, 1),
-          "text": sharding.batch_sharding(mesh, 2)}
+  return {"video": sharding.batch_sharding(mesh, 5), "color": sharding.batch_sharding(mesh, 2),
+          "label": sharding.batch_sharding(mesh, 1), "text": sharding.batch_sharding(mesh, 2)}
 
 
 def resolve_path(path: str, official_repo: str) -> str:
@@ -163,6 +166,17 @@ def resolve_path(path: str, official_repo: str) -> str:
   if not path or os.path.isabs(path):
     return path
   return os.path.join(official_repo, path)
+
+
+_SOURCE_FIELD = {"list": "list_file", "tfds": "tfds_name", "video_folder": "root"}
+
+
+def enabled_evals(config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """`config.data.evals` less its placeholders: datasets whose source (`list_file`, `tfds_name`
+  or `root`, by kind) is still empty, such as UCF101 splits 2 and 3, which a user fills in
+  (or empties to switch a dataset off) with `--config.data.evals.NAME.FIELD=...`."""
+  return {name: spec for name, spec in config.data.evals.items()
+          if spec.kind not in _SOURCE_FIELD or spec[_SOURCE_FIELD[spec.kind]]}
 
 
 def check_paths(config: ml_collections.ConfigDict) -> None:
@@ -175,8 +189,13 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
 
   need("model.pretrained", config.model.pretrained)
   specs = {"data.train": config.data.train} if config.data.train.labels_csv else {}
-  specs.update({f"data.evals.{name}": spec for name, spec in config.data.evals.items()})
+  evals = enabled_evals(config)
+  for name in config.data.evals.keys() - evals.keys():
+    logging.info("data.evals.%s has no %s: skipped", name, _SOURCE_FIELD[config.data.evals[name].kind])
+  specs.update({f"data.evals.{name}": spec for name, spec in evals.items()})
   for key, spec in specs.items():
+    if not spec.labels_csv:
+      missing.append(f"{key}.labels_csv (empty; every dataset needs its label CSV)")
     for field in ("list_file", "labels_csv", "descriptions"):
       need(f"{key}.{field}", resolve_path(spec[field], config.data.official_repo))
     if spec.kind != "tfds":
@@ -199,6 +218,19 @@ def make_source(spec: ml_collections.ConfigDict, official_repo: str, skip_bad: b
   raise ValueError(f"dataset {spec.name!r}: kind={spec.kind!r}; expected list, video_folder or tfds")
 
 
+def probe_first_video(name: str, source, tries: int = 1) -> None:
+  """Reads a frame of the first video (of the first `tries`), so a wrong `root` fails now, not after an epoch."""
+  error = None
+  for index in range(min(tries, len(source))):
+    try:
+      source.read_frames(source[index], np.zeros(1, np.int32))
+      return
+    except (OSError, ValueError) as e:
+      error = e
+  raise FileNotFoundError(f"dataset {name!r}: cannot read its first videos ({error}); check its root and "
+                          "list_file settings")
+
+
 def class_prompts(spec: ml_collections.ConfigDict, official_repo: str, context_length: int):
   names = text_prompts.read_class_names(resolve_path(spec.labels_csv, official_repo))
   descriptions = resolve_path(spec.descriptions, official_repo) or None
@@ -212,6 +244,11 @@ def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelCo
   if config.model.pretrained:
     model, variables = checkpoint.load_pretrained(config.model.pretrained)
     model_config = dataclasses.replace(model.config, **overrides)
+    for key in ("use_prompts", "t_adapter"):
+      if getattr(model_config, key) != config.model[key]:
+        raise ValueError(f"model.{key}={config.model[key]} but {config.model.pretrained} has "
+                         f"{key}={getattr(model_config, key)}; convert the checkpoint for this variant "
+                         "(python -m convert.torch_to_flax ... --no-prompts / --t-adapter)")
     if model_config.num_frames != config.model.num_frames:
       raise ValueError(f"model.num_frames={config.model.num_frames} but {config.model.pretrained} was "
                        f"converted for {model_config.num_frames} frames (convert with --num-frames)")
@@ -245,7 +282,8 @@ def run_evals(config, model, params, mesh, model_config, step: int, writer, work
   """
   results = {}
   variables = {"params": params}
-  for name, spec in config.data.evals.items():
+  evals = enabled_evals(config)
+  for name, spec in evals.items():
     source = make_source(spec, config.data.official_repo, config.data.skip_bad)
     class_names, prompts = class_prompts(spec, config.data.official_repo, model_config.context_length)
     batches = input_pipeline.eval_dataset(
@@ -261,7 +299,7 @@ def run_evals(config, model, params, mesh, model_config, step: int, writer, work
       evaluate.save_confusion_matrix_png(result.confusion, class_names, plots / f"confusion_{name}_{step}.png")
       evaluate.save_per_class_csv(result, class_names, plots / f"per_class_{name}_{step}.csv")
     results[name] = result
-  for group, summary in protocol_summaries(config.data.evals, results).items():
+  for group, summary in protocol_summaries(evals, results).items():
     writer.write_scalars(step, summary, split=f"protocol/{group}")
     logging.info("step %d %s: %s", step, group, summary)
   return {name: result.top1 for name, result in results.items()}
@@ -293,6 +331,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   model = model_lib.EZCLIP(model_config)
   spec = config.data.train
   source = make_source(spec, config.data.official_repo, config.data.skip_bad)
+  for name, eval_spec in {"train": spec, **enabled_evals(config)}.items():
+    probe_first_video(name, make_source(eval_spec, config.data.official_repo, config.data.skip_bad),
+                      tries=5 if config.data.skip_bad else 1)
   _, prompts = class_prompts(spec, config.data.official_repo, model_config.context_length)
   steps_per_epoch = len(source) // config.data.batch_size
   if steps_per_epoch == 0:
@@ -329,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if step % config.train.checkpoint_every_steps == 0 or last:
       checkpoint.save_checkpoint(manager, state, train_iter)
     epoch_end = step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
-    if config.data.evals and (epoch_end or last):
+    if enabled_evals(config) and (epoch_end or last):
       results = run_evals(config, model, state.params, mesh, model_config, step, writer, workdir)
       best = _update_best(config, workdir, state, step, results, best)
       if jax.process_index() == 0:
@@ -341,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
 def _update_best(config, workdir: pathlib.Path, state: TrainState, step: int, results: dict, best: float) -> float:
   """Keeps WORKDIR/best on the first validation-role dataset (never on a test split)."""
-  val = [name for name, spec in config.data.evals.items() if spec.role == "val"]
+  val = [name for name, spec in enabled_evals(config).items() if spec.role == "val"]
   if not val or results[val[0]] <= best:
     return best
   checkpoint.save_best(workdir, state.trainable, step, {f"{val[0]}/top1": results[val[0]]})

@@ -10,19 +10,25 @@ evaluation resizes the short side to 256 (bicubic) and centre-crops 224.
 Each transform is a grain `Map`/`RandomMap` over an element dict whose `"frames"` entry is
 uint8 `[..., H, W, 3]`; random parameters are drawn once per element, so all frames of a clip
 share one crop, flip and jitter. (The official code draws the jitter anew for every frame; we
-keep a clip's appearance consistent, which motion-sensitive training relies on.) Train-time
-resampling and colour maths run in OpenCV on the whole clip, because per-frame PIL calls cost
-more than decoding the frames; evaluation resizing uses PIL so it matches the official output.
+keep a clip's appearance consistent, which motion-sensitive training relies on.) Cropping,
+resizing and flipping run on the host in OpenCV, on the whole clip and into fresh numpy
+arrays. Colour jitter and grayscale are only drawn on the host (into the element's `color`)
+and applied on the accelerator by `apply_color`, which reproduces PIL's arithmetic: on the
+host they cost more than decoding the frames. Evaluation resizing uses PIL so it matches the
+official output.
 """
 
 from collections.abc import Sequence
 
 import cv2
 import grain
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+MAX_BILINEAR_SHRINK = 2.0
 
 
 def train_frame_indices(num_frames: int, num_segments: int, rng: np.random.Generator) -> np.ndarray:
@@ -165,12 +171,18 @@ def sample_multi_scale_box(image_w: int, image_h: int, rng: np.random.Generator,
 def crop_resize(frames: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
   """Crops `box` = (x, y, w, h) from `[T, H, W, 3]` frames and resizes it to `[T, size, size, 3]`.
 
-  Bilinear when enlarging (PIL's bilinear equals plain bilinear there); pixel-area averaging
-  when shrinking, close to PIL's antialiased bilinear.
+  Bilinear, like the official PIL resize. PIL widens its kernel when shrinking; up to
+  `MAX_BILINEAR_SHRINK` plain bilinear, which still reads every pixel, is as close to it as
+  OpenCV's pixel-area resampling (~0.25 levels on average on video frames) at a sixth of the
+  cost; beyond, bilinear would skip pixels and pixel-area is used.
   """
   x, y, w, h = box
-  interpolation = cv2.INTER_LINEAR if w <= size and h <= size else cv2.INTER_AREA
-  return np.stack([cv2.resize(f[y:y + h, x:x + w], (size, size), interpolation=interpolation) for f in frames])
+  shrink = max(w, h) / size
+  interpolation = cv2.INTER_AREA if shrink > MAX_BILINEAR_SHRINK else cv2.INTER_LINEAR
+  out = np.empty((len(frames), size, size, 3), np.uint8)
+  for frame, dst in zip(frames, out):
+    cv2.resize(frame[y:y + h, x:x + w], (size, size), dst=dst, interpolation=interpolation)
+  return out
 
 
 class RandomHorizontalFlip(grain.transforms.RandomMap):
@@ -183,59 +195,38 @@ class RandomHorizontalFlip(grain.transforms.RandomMap):
     if rng.random() >= self.p:
       return element
     frames = element["frames"]
-    return {**element, "frames": cv2.flip(_as_tall_image(frames), 1).reshape(frames.shape)}
+    out = np.empty(frames.shape, np.uint8)
+    cv2.flip(_as_tall_image(frames), 1, dst=_as_tall_image(out))
+    return {**element, "frames": out}
 
 
 def _as_tall_image(frames: np.ndarray) -> np.ndarray:
-  """`[..., H, W, 3]` -> one contiguous `[N*H, W, 3]` image, so OpenCV makes one call per clip."""
+  """`[..., H, W, 3]` -> one `[N*H, W, 3]` image (a view when contiguous), so OpenCV makes
+  one call per clip."""
   return np.ascontiguousarray(frames).reshape(-1, *frames.shape[-2:])
 
 
-def _gray(frames: np.ndarray) -> np.ndarray:
-  """ITU-R 601 luma `[..., H, W]` uint8 (PIL's `convert("L")` to within 1 level)."""
-  return cv2.cvtColor(_as_tall_image(frames), cv2.COLOR_RGB2GRAY).reshape(frames.shape[:-1])
+# ------------------------------------------------------------------------------- colour
+#
+# Drawn per clip on the host, applied on the accelerator by `apply_color` (from the train
+# step), where they cost next to nothing beside the model. An element's `color` float32
+# `[COLOR_SIZE]`:
+COLOR_JITTER = 0  # 1: apply the jitter
+COLOR_BRIGHTNESS, COLOR_CONTRAST, COLOR_SATURATION = 1, 2, 3  # PIL ImageEnhance factors
+COLOR_HUE_SHIFT = 4  # hue rotation in 1/256 turns, `int(hue_factor * 255) % 256` (torchvision)
+COLOR_ORDER = slice(5, 9)  # the order of the four adjustments, 0-3 as in the lines above
+COLOR_GRAYSCALE = 9  # 1: turn the clip gray (after the jitter)
+COLOR_SIZE = 10
+NO_COLOR_CHANGE = np.array([0, 1, 1, 1, 0, 0, 1, 2, 3, 0], np.float32)
 
 
-def _apply_lut(frames: np.ndarray, lut: np.ndarray) -> np.ndarray:
-  return cv2.LUT(_as_tall_image(frames), lut).reshape(frames.shape)
-
-
-def adjust_brightness(frames: np.ndarray, factor: float) -> np.ndarray:
-  """PIL `ImageEnhance.Brightness`: blend with black, truncated to uint8."""
-  return _apply_lut(frames, np.clip(np.arange(256) * factor, 0, 255).astype(np.uint8))
-
-
-def adjust_contrast(frames: np.ndarray, factor: float) -> np.ndarray:
-  """PIL `ImageEnhance.Contrast` per frame: blend with the frame's mean gray level."""
-  flat = frames.reshape(-1, *frames.shape[-3:])
-  means = np.floor(_gray(flat).mean(axis=(1, 2)) + 0.5)
-  luts = np.clip(means[:, None] + factor * (np.arange(256) - means[:, None]), 0, 255).astype(np.uint8)
-  return np.stack([cv2.LUT(frame, lut) for frame, lut in zip(flat, luts)]).reshape(frames.shape)
-
-
-def adjust_saturation(frames: np.ndarray, factor: float) -> np.ndarray:
-  """PIL `ImageEnhance.Color`: blend every pixel with its own gray level."""
-  tall = _as_tall_image(frames)
-  gray = cv2.cvtColor(cv2.cvtColor(tall, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-  return cv2.addWeighted(tall, factor, gray, 1.0 - factor, 0.0).reshape(frames.shape)
-
-
-def adjust_hue(frames: np.ndarray, factor: float) -> np.ndarray:
-  """torchvision's PIL `adjust_hue`: rotate the 8-bit HSV hue by `factor` of a turn."""
-  hsv = cv2.cvtColor(_as_tall_image(frames), cv2.COLOR_RGB2HSV_FULL)
-  hsv[..., 0] += np.uint8(int(factor * 255) % 256)
-  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL).reshape(frames.shape)
-
-
-def to_grayscale(frames: np.ndarray) -> np.ndarray:
-  """Luma replicated to 3 channels, `[..., H, W, 3]`."""
-  gray = cv2.cvtColor(_as_tall_image(frames), cv2.COLOR_RGB2GRAY)
-  return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB).reshape(frames.shape)
+def _color(element: dict) -> np.ndarray:
+  return np.array(element.get("color", NO_COLOR_CHANGE), np.float32)
 
 
 class RandomColorJitter(grain.transforms.RandomMap):
   """With probability `p`, torchvision `ColorJitter`: factors drawn once per clip, the four
-  adjustments applied in a random order."""
+  adjustments applied in a random order. Writes them into the element's `color`."""
 
   def __init__(self, p: float = 0.8, brightness: float = 0.4, contrast: float = 0.4,
                saturation: float = 0.2, hue: float = 0.1):
@@ -246,30 +237,136 @@ class RandomColorJitter(grain.transforms.RandomMap):
     self.hue = hue
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    if rng.random() >= self.p:
-      return element
-    order = rng.permutation(4)
-    factors = (rng.uniform(1 - self.brightness, 1 + self.brightness),
-               rng.uniform(1 - self.contrast, 1 + self.contrast),
-               rng.uniform(1 - self.saturation, 1 + self.saturation),
-               rng.uniform(-self.hue, self.hue))
-    adjust = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-    frames = element["frames"]
-    for i in order:
-      frames = adjust[i](frames, factors[i])
-    return {**element, "frames": frames}
+    color = _color(element)
+    if rng.random() < self.p:
+      color[COLOR_JITTER] = 1
+      color[COLOR_ORDER] = rng.permutation(4)
+      color[COLOR_BRIGHTNESS] = rng.uniform(1 - self.brightness, 1 + self.brightness)
+      color[COLOR_CONTRAST] = rng.uniform(1 - self.contrast, 1 + self.contrast)
+      color[COLOR_SATURATION] = rng.uniform(1 - self.saturation, 1 + self.saturation)
+      color[COLOR_HUE_SHIFT] = int(rng.uniform(-self.hue, self.hue) * 255) % 256
+    return {**element, "color": color}
 
 
 class RandomGrayscale(grain.transforms.RandomMap):
-  """Turns the whole clip gray with probability `p`."""
+  """Marks the clip for turning gray with probability `p`, in the element's `color`."""
 
   def __init__(self, p: float = 0.2):
     self.p = p
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-    if rng.random() >= self.p:
-      return element
-    return {**element, "frames": to_grayscale(element["frames"])}
+    color = _color(element)
+    color[COLOR_GRAYSCALE] = rng.random() < self.p
+    return {**element, "color": color}
+
+
+def apply_color(video: jax.Array, color: jax.Array) -> jax.Array:
+  """Applies each clip's `color` parameters as torchvision does to PIL images.
+
+  Every frame gets PIL's `ImageEnhance` brightness, contrast (blend with the frame's mean
+  gray level) and colour (saturation), and torchvision's 8-bit HSV hue rotation, each
+  rounded to uint8 as PIL does; then, if marked, PIL's `convert("L")` gray. The HSV
+  conversions are PIL's formulas evaluated exactly in integers, so they give the same
+  pixels on every backend; PIL's own float evaluation lands one hue step lower on the 0.3%
+  of colours whose hue is a whole step.
+
+  Args:
+    video: uint8 `[B, T, H, W, 3]`.
+    color: float32 `[B, COLOR_SIZE]` (see `RandomColorJitter`, `RandomGrayscale`).
+
+  Returns:
+    uint8 `[B, T, H, W, 3]`.
+  """
+  return jax.vmap(_color_clip)(video, color)
+
+
+def _color_clip(clip: jax.Array, color: jax.Array) -> jax.Array:
+  adjustments = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+  jittered = clip
+  for op in color[COLOR_ORDER].astype(jnp.int32):
+    jittered = jax.lax.switch(op, adjustments, jittered, color[COLOR_BRIGHTNESS + op])
+  clip = jnp.where(color[COLOR_JITTER] > 0, jittered, clip)
+  return jnp.where(color[COLOR_GRAYSCALE] > 0, to_grayscale(clip), clip)
+
+
+def _luma(frames: jax.Array) -> jax.Array:
+  """PIL's `convert("L")`: ITU-R 601-2 luma in 16-bit fixed point, `[..., 3]` -> int32 `[...]`."""
+  x = frames.astype(jnp.int32)
+  return (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+
+
+def _blend(degenerate: jax.Array, frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL's `Image.blend(degenerate, frames, factor)`: `d + factor * (x - d)` in float32,
+  clipped and truncated."""
+  d = degenerate.astype(jnp.float32)
+  delta = frames.astype(jnp.float32) - d
+  # PIL rounds the product before adding; XLA fuses multiply-adds, which moves results that
+  # are whole numbers to just below them. Halves of 12 significant bits multiply exactly, so
+  # their sum is the rounded product under either evaluation.
+  bits = jax.lax.bitcast_convert_type(jnp.asarray(factor, jnp.float32), jnp.uint32)
+  high = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
+  product = high * delta + (factor - high) * delta
+  return jnp.clip(jnp.floor(d + product), 0, 255).astype(frames.dtype)
+
+
+def adjust_brightness(frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL `ImageEnhance.Brightness`: blend with black. uint8 `[..., H, W, 3]`."""
+  return _blend(jnp.zeros_like(frames), frames, factor)
+
+
+def adjust_contrast(frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL `ImageEnhance.Contrast`: blend each image with its mean gray level, rounded."""
+  luma = _luma(frames)
+  pixels = luma.shape[-1] * luma.shape[-2]
+  mean = (2 * luma.sum(axis=(-2, -1)) + pixels) // (2 * pixels)
+  return _blend(mean[..., None, None, None], frames, factor)
+
+
+def adjust_saturation(frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL `ImageEnhance.Color`: blend every pixel with its own gray level."""
+  return _blend(_luma(frames)[..., None], frames, factor)
+
+
+def adjust_hue(frames: jax.Array, shift: jax.Array) -> jax.Array:
+  """torchvision's PIL `adjust_hue`: rotate PIL's 8-bit HSV hue by `shift` / 256 of a turn."""
+  hue, saturation, value = _rgb_to_hsv(frames.astype(jnp.int32))
+  rgb = _hsv_to_rgb((hue + shift.astype(jnp.int32)) % 256, saturation, value)
+  return rgb.astype(frames.dtype)
+
+
+def to_grayscale(frames: jax.Array) -> jax.Array:
+  """PIL's `convert("L")` replicated to 3 channels."""
+  return jnp.repeat(_luma(frames)[..., None], 3, axis=-1).astype(frames.dtype)
+
+
+def _rgb_to_hsv(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """PIL's 8-bit HSV of int32 `[..., 3]`: hue in 1/255 turns and saturation, both truncated."""
+  r, g, b = x[..., 0], x[..., 1], x[..., 2]
+  value = jnp.max(x, axis=-1)
+  chroma = value - jnp.min(x, axis=-1)
+  # The hue in units of chroma / 6 of a turn.
+  sixths = jnp.where(r == value, g - b, jnp.where(g == value, 2 * chroma + b - r, 4 * chroma + r - g))
+  sixths = jnp.where(sixths < 0, sixths + 6 * chroma, sixths)
+  gray = chroma == 0
+  hue = jnp.where(gray, 0, 255 * sixths // (6 * jnp.maximum(chroma, 1)))
+  saturation = jnp.where(gray, 0, 255 * chroma // jnp.maximum(value, 1))
+  return hue, saturation, value
+
+
+# For each sixth of the hue circle, which of (v, p, q, t) are red, green and blue.
+_SECTOR_RGB = np.array([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
+
+
+def _hsv_to_rgb(hue: jax.Array, saturation: jax.Array, value: jax.Array) -> jax.Array:
+  """PIL's HSV -> RGB, `p, q, t = round(v * (1 - s * ...))` computed as exact fractions."""
+  sector = 6 * hue // 255
+  rest = 6 * hue - 255 * sector  # the fraction f of the sector, in 1/255
+  v, s = value, saturation
+  p = (2 * v * (255 - s) + 255) // 510
+  q = (2 * v * (65025 - s * rest) + 65025) // 130050
+  t = (2 * v * (65025 - s * (255 - rest)) + 65025) // 130050
+  candidates = jnp.stack([v, p, q, t], axis=-1)
+  return jnp.take_along_axis(candidates, jnp.asarray(_SECTOR_RGB)[sector % 6], axis=-1)
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:

@@ -187,3 +187,12 @@ def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, 
   again = train.evaluate_pretrained(config, tmp_path / "eval")
   assert again["val"] == pytest.approx(best["val/top1"])
   assert set(results) == {"val", "test"}
+
+
+def test_wrong_dataset_root_fails_before_training(dataset, tmp_path):
+  config = _config(dataset, tmp_path)
+  config.data.evals = {"val": common.dataset(name="val", role="val", list_file=str(dataset.frames_list),
+                                             labels_csv=str(dataset.labels_csv), root=str(tmp_path))}
+  with pytest.raises(FileNotFoundError, match="dataset 'val': cannot read its first videos"):
+    train.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()

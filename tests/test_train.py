@@ -11,6 +11,7 @@ from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import train
+from ezclip_jax import transforms
 from tests import test_model
 
 CONFIG = dataclasses.replace(test_model.TINY, drop_path_rate=0.1, prompt_dropout=0.1)
@@ -24,8 +25,11 @@ def _batch(seed=0, batch=8):
   text[:, 0] = 998
   text[:, 1:5] = rng.integers(1, 990, (batch, 4))
   text[:, 5] = test_model.EOT
-  return {"video": rng.integers(0, 256, (batch, CONFIG.num_frames, res, res, 3), dtype=np.uint8),
-          "label": np.array([0, 1, 2, 3, 0, 1, 0, 2][:batch], np.int32), "text": text}
+  video = rng.integers(0, 256, (batch, CONFIG.num_frames, res, res, 3), dtype=np.uint8)
+  jitter, gray = transforms.RandomColorJitter(), transforms.RandomGrayscale(p=0.5)
+  color = np.stack([gray.random_map(jitter.random_map({}, rng), rng)["color"] for _ in range(batch)])
+  return {"video": video, "color": color, "label": np.array([0, 1, 2, 3, 0, 1, 0, 2][:batch], np.int32),
+          "text": text}
 
 
 def _optim_config():
