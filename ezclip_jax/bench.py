@@ -39,6 +39,7 @@ from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import train
+from ezclip_jax import transforms
 
 _ARCH = flags.DEFINE_enum("arch", "ViT-B/16", list(model_lib.ARCHITECTURES), "Architecture.")
 _FRAMES = flags.DEFINE_integer("frames", 8, "Frames per video.")
@@ -124,6 +125,8 @@ def bench_train_step(config: model_lib.ModelConfig, variables: dict, batch: int,
           "label": np.arange(batch, dtype=np.int32),
           "text": rng.integers(1, config.vocab_size - 1, (batch, config.context_length)).astype(np.int32)}
   host["text"][:, -1] = config.vocab_size - 1
+  jitter = transforms.RandomColorJitter(p=1.0)  # every clip jittered: the device-side worst case
+  host["color"] = np.stack([jitter.random_map({}, rng)["color"] for _ in range(batch)])
   device_batch = train.to_global(host, train.train_batch_shardings(mesh))
   step = train.make_train_step(model, tx, mesh, shardings, motion_weight=1.0)
   compiled, compile_s, flops = _compiled(step, state, device_batch)
