@@ -190,8 +190,8 @@ def main(argv: list[str]) -> None:
     for path in (data.frames_list, data.video_list):
       path.write_text(path.read_text() * _LIST_COPIES)
     print(f"Wrote {8 * _VIDEOS_PER_CLASS.value} videos of {_FRAMES_PER_VIDEO.value} frames at 320x240 "
-          f"in {time.perf_counter() - start:.1f} s; clips of {_NUM_FRAMES} frames, batch {_BATCH}, output 224x224; "
-          f"{_REPEATS.value} interleaved rounds of {_SECONDS.value:g} s measurements.")
+          f"(listed {_LIST_COPIES} times each) in {time.perf_counter() - start:.1f} s; clips of {_NUM_FRAMES} "
+          f"frames, batch {_BATCH}, output 224x224; {_REPEATS.value} interleaved rounds of {_SECONDS.value:g} s.")
     rates = {media: {what: [] for what in whats} for media in _MEDIA.value}
     for round_index in range(_REPEATS.value):
       for media in _MEDIA.value:

@@ -525,7 +525,8 @@ def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, c
       random text of each clip's class as `text`.
     skip_bad: substitute bad samples (logged, counted) instead of raising.
     shard_options: this process's shard; default `ShardByJaxProcess`.
-    num_workers: grain worker processes (0: decode in this process's threads).
+    num_workers: grain worker processes (0: decode in this process's threads, and tune its
+      allocator with `keep_freed_memory`).
     num_threads: decoding threads per process.
     prefetch: elements buffered per process.
 
@@ -572,7 +573,7 @@ def eval_dataset(source: Any, *, batch_size: int, num_frames: int = 8, num_clips
     crop_size: S (official: 224).
     skip_bad: mask bad samples out (logged, counted) instead of raising.
     shard_options: this process's shard; default `ShardByJaxProcess`.
-    num_workers: grain worker processes.
+    num_workers: grain worker processes (0: as in `train_dataset`).
     num_threads: decoding threads per process.
     prefetch: elements buffered per process.
 

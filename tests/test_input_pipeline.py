@@ -177,6 +177,7 @@ def test_train_epochs_and_texts(frames_source):
   batch = batches[0]
   assert batch["video"].shape == (5, 4, 32, 32, 3) and batch["video"].dtype == np.uint8
   assert batch["label"].dtype == np.int32 and batch["text"].shape == (5, 77)
+  assert batch["color"].shape == (5, 10) and batch["color"].dtype == np.float32  # applied on device
   for label, text in zip(batch["label"], batch["text"]):
     assert any(np.array_equal(text, tokens[k, label]) for k in range(16))
   index = np.concatenate([b["index"] for b in batches])
