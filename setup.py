@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "pillow>=10.0",
     "av>=14.0",
     "opencv-python-headless>=4.9",
+    "simplejpeg>=1.9.0",  # JPEG frames decoded straight into the clip array
     "ftfy>=6.1",
     "regex>=2023.0",
     "matplotlib>=3.11",
