@@ -65,6 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_clips = 1
   config.data.num_crops = 1
   config.data.num_workers = 4
+  config.data.color_jitter = True  # torchvision ColorJitter(.4, .4, .2, .1) p=.8 + RandomGrayscale(.2)
   config.data.skip_bad = False
 
   config.optim = ml_collections.ConfigDict()

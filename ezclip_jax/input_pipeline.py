@@ -506,7 +506,7 @@ def _to_iter(ds: grain.MapDataset, num_workers: int, num_threads: int, prefetch:
 
 
 def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, crop_size: int = 224,
-                  flip: bool = True, seed: int = 0, num_epochs: int | None = None,
+                  flip: bool = True, color: bool = True, seed: int = 0, num_epochs: int | None = None,
                   text_tokens: np.ndarray | None = None, skip_bad: bool = False,
                   shard_options: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
                   num_threads: int = 8, prefetch: int = 16) -> grain.IterDataset:
@@ -519,6 +519,8 @@ def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, c
     crop_size: S, output height and width.
     flip: random horizontal flips (turn off for Something-Something, whose labels say
       "left" and "right").
+    color: draw each clip's colour jitter and grayscale into `color` (applied on device);
+      False leaves the colours and the batch without `color`.
     seed: shuffling and augmentation seed; each epoch reshuffles.
     num_epochs: epochs to yield; None repeats forever.
     text_tokens: int32 `[K, C, L]` (`text_prompts.build_prompts(...).tokens`) to add one
@@ -543,8 +545,10 @@ def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, c
   ds = ds.random_map(transforms.RandomMultiScaleCrop(crop_size))
   if flip:
     ds = ds.random_map(transforms.RandomHorizontalFlip())
-  ds = ds.random_map(transforms.RandomColorJitter()).random_map(transforms.RandomGrayscale())
-  extra = ("color",)
+  extra = ()
+  if color:
+    ds = ds.random_map(transforms.RandomColorJitter()).random_map(transforms.RandomGrayscale())
+    extra = ("color",)
   if text_tokens is not None:
     ds, extra = ds.random_map(PickText(text_tokens)), extra + ("text",)
   ds = ds.map(ToExample(extra))

@@ -67,7 +67,7 @@ def video_text_logits(frame_embeddings: jax.Array, text_embeddings: jax.Array,
   return jnp.exp(logit_scale) * video @ text.T
 
 
-TRAIN_KEYS = ("video", "color", "label", "text")
+TRAIN_KEYS = ("video", "color", "label", "text")  # "color" is absent when colour jitter is off
 
 
 def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib.EZCLIP,
@@ -76,7 +76,7 @@ def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib
 
   Args:
     params: full params tree.
-    batch: `video` uint8 `[B, T, H, W, 3]`, `color` float32 `[B, transforms.COLOR_SIZE]`
+    batch: `video` uint8 `[B, T, H, W, 3]`, optional `color` float32 `[B, transforms.COLOR_SIZE]`
       (each clip's colour jitter, applied here), `label` int32 `[B]`, `text` int32 `[B, L]`
       (one text of each sample's class, picked by the input pipeline).
     rng: dropout key.
@@ -89,7 +89,10 @@ def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib
   labels = batch["label"]
   variables = {"params": params}
   rngs = {"dropout": rng}
-  video = input_pipeline.normalize(transforms.apply_color(batch["video"], batch["color"]))
+  video = batch["video"]
+  if "color" in batch:
+    video = transforms.apply_color(video, batch["color"])
+  video = input_pipeline.normalize(video)
   frames = model.apply(variables, video, True, method=model.encode_video, rngs=rngs)
   texts = model.apply(variables, batch["text"], True, method=model.encode_text, rngs=rngs)
   logits = video_text_logits(frames, texts, params["logit_scale"])
@@ -146,19 +149,19 @@ def state_shardings(config: model_lib.ModelConfig, tx: optax.GradientTransformat
 
 
 def make_train_step(model: model_lib.EZCLIP, tx: optax.GradientTransformation, mesh: Mesh,
-                    shardings: TrainState, motion_weight: float):
+                    shardings: TrainState, motion_weight: float, keys=TRAIN_KEYS):
   """`step(state, batch) -> (state, metrics)`, jitted over `mesh`, state donated.
 
-  `batch` holds global arrays of `TRAIN_KEYS` sharded like `train_batch_shardings`.
+  `batch` holds global arrays of `keys` sharded like `train_batch_shardings`.
   """
   step = functools.partial(train_step, model=model, tx=tx, motion_weight=motion_weight)
-  return jax.jit(step, in_shardings=(shardings, train_batch_shardings(mesh)),
+  return jax.jit(step, in_shardings=(shardings, train_batch_shardings(mesh, keys)),
                  out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
 
-def train_batch_shardings(mesh: Mesh) -> dict:
-  return {"video": sharding.batch_sharding(mesh, 5), "color": sharding.batch_sharding(mesh, 2),
-          "label": sharding.batch_sharding(mesh, 1), "text": sharding.batch_sharding(mesh, 2)}
+def train_batch_shardings(mesh: Mesh, keys=TRAIN_KEYS) -> dict:
+  ranks = {"video": 5, "color": 2, "label": 1, "text": 2}
+  return {key: sharding.batch_sharding(mesh, ranks[key]) for key in keys}
 
 
 def resolve_path(path: str, official_repo: str) -> str:
@@ -346,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   state = jax.device_put(init_train_state(params, tx, patterns, config.seed), shardings)
   train_iter = iter(input_pipeline.train_dataset(
       source, global_batch_size=config.data.batch_size, num_frames=model_config.num_frames,
-      crop_size=model_config.image_resolution, flip=spec.flip, seed=config.seed,
+      crop_size=model_config.image_resolution, flip=spec.flip, color=config.data.color_jitter, seed=config.seed,
       text_tokens=prompts.tokens, skip_bad=config.data.skip_bad, num_workers=config.data.num_workers))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)
@@ -354,8 +357,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   start = int(state.step)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   writer.truncate_after(start)
-  step_fn = make_train_step(model, tx, mesh, shardings, config.train.motion_weight)
-  batch_shardings = train_batch_shardings(mesh)
+  keys = TRAIN_KEYS if config.data.color_jitter else tuple(k for k in TRAIN_KEYS if k != "color")
+  step_fn = make_train_step(model, tx, mesh, shardings, config.train.motion_weight, keys)
+  batch_shardings = train_batch_shardings(mesh, keys)
   progress = metrics.ProgressReporter(total_steps, every_steps=config.train.log_every_steps,
                                       enabled=jax.process_index() == 0)
   best, results = -1.0, {}

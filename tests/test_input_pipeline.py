@@ -361,3 +361,13 @@ def test_unreadable_videos_and_skipping_in_training(dataset, tmp_path, caplog):
   assert len(index) == NUM_VIDEOS and len(set(index)) == NUM_VIDEOS - 2
   assert iterator.skipped_per_epoch == [2]
   assert "train epoch 1: 2 bad samples skipped (substituted)" in caplog.text
+
+
+def test_train_without_colour_jitter(frames_source):
+  kwargs = dict(global_batch_size=5, num_epochs=1, seed=3, shard_options=NO_SHARDING, **SMALL)
+  plain = next(iter(input_pipeline.train_dataset(frames_source, color=False, **kwargs)))
+  jittered = next(iter(input_pipeline.train_dataset(frames_source, **kwargs)))
+  assert "color" not in plain and "color" in jittered
+  # The colour draws come after the crop and flip, so the same seed gives the same pixels.
+  np.testing.assert_array_equal(plain["video"], jittered["video"])
+  np.testing.assert_array_equal(plain["index"], jittered["index"])

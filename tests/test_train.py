@@ -90,3 +90,15 @@ def test_frozen_parameters_are_not_in_the_optimizer_state(single_device_run):
   trainable_size = sum(x.size for x in jax.tree.leaves(state.trainable))
   opt_size = sum(x.size for x in jax.tree.leaves(state.opt_state))
   assert opt_size < 2 * trainable_size + 100 < frozen_size
+
+
+def test_batch_without_colour_equals_identity_colour():
+  params = test_model._random_variables(CONFIG)["params"]
+  model = model_lib.EZCLIP(CONFIG)
+  batch = _batch()
+  identity = {**batch, "color": np.tile(transforms.NO_COLOR_CHANGE, (len(batch["label"]), 1)).astype(np.float32)}
+  plain = {k: v for k, v in batch.items() if k != "color"}
+  loss = lambda b: train.training_loss(params, b, jax.random.key(0), model=model, motion_weight=1.0)[0]
+  jittered = float(loss(batch))
+  np.testing.assert_allclose(float(loss(plain)), float(loss(identity)), rtol=1e-6)
+  assert abs(jittered - float(loss(plain))) > 1e-4  # the jitter in `batch` does change the input
