@@ -141,7 +141,9 @@ def _load_from_workdir(workdir: pathlib.Path) -> tuple[model_lib.EZCLIP, dict]:
     step = manager.latest_step()
     if step is None:
       return model, variables
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+    target = {"trainable": initial_trainable}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
     trainable = restored["state"]["trainable"]
   return model, {"params": optim.merge_params(trainable, frozen)}
 
