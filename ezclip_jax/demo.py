@@ -17,6 +17,7 @@ on its own scores and prints the largest difference it found.
 """
 
 import copy
+import csv
 import dataclasses
 import pathlib
 
@@ -29,6 +30,7 @@ from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
+from ezclip_jax import text_prompts
 from ezclip_jax import train
 from ezclip_jax import transforms
 
@@ -99,8 +101,35 @@ def make_splits(config: ml_collections.ConfigDict, workdir: pathlib.Path):
                            width=demo.frame_size, classes=tuple(demo.classes), seed=seed)
     # role=test: no "best" checkpoint is picked on the clips the demo reports.
     specs.append(common.dataset(name=f"synthetic_{split}", list_file=str(root / "frames.txt"),
-                                labels_csv=str(root / "labels.csv"), flip=False, role="test"))
+                                labels_csv=str(root / "labels.csv"), descriptions=write_descriptions(root),
+                                flip=False, role="test"))
   return specs
+
+
+# One text per class, in the LLM-description CSV format. The 16 templates would not do on a random
+# text tower: its embedding of a text is dominated by the template (same template, other class:
+# cosine ~0.87; same class, other template: ~0.53), so the class signal drowns in template noise.
+DESCRIPTIONS = {
+    "moving_left": "a bright rectangle slides from the right side of the frame to the left side",
+    "moving_right": "a bright rectangle slides from the left side of the frame to the right side",
+    "moving_up": "a bright rectangle rises from the bottom of the frame to the top",
+    "moving_down": "a bright rectangle falls from the top of the frame to the bottom",
+    "growing": "a small bright rectangle grows larger until it covers much of the frame",
+    "shrinking": "a large bright rectangle shrinks smaller until it is a small patch",
+    "rotating_clockwise": "a bright bar turns around its centre in the clockwise direction",
+    "rotating_anticlockwise": "a bright bar turns around its centre in the anticlockwise direction",
+}
+
+
+def write_descriptions(root: pathlib.Path) -> str:
+  """Writes ROOT/descriptions.csv for the classes in ROOT/labels.csv; returns its path."""
+  path = root / "descriptions.csv"
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["SNo", "Class Name", "description"])
+    for i, name in enumerate(text_prompts.read_class_names(root / "labels.csv")):
+      writer.writerow([i, name, DESCRIPTIONS[name]])
+  return str(path)
 
 
 def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.Path,
