@@ -144,7 +144,12 @@ class MultiheadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
-    """Self-attention over axis -2 of x `[..., L, W]`."""
+    """Self-attention over axis -2 of x `[..., L, W]`.
+
+    With the `intermediates` collection mutable (`apply(..., mutable=["intermediates"])`),
+    each call also sows its attention probabilities `[N, heads, L, L]` (N: x's leading axes
+    flattened) as `attention_weights`.
+    """
     width = x.shape[-1]
     head_dim = width // self.num_heads
     std = width**-0.5
@@ -155,6 +160,9 @@ class MultiheadAttention(nn.Module):
     batch_shape = x.shape[:-2]
     qkv = qkv.reshape((-1,) + qkv.shape[-4:])
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.is_mutable_collection("intermediates") and not self.is_initializing():
+      # Asked for by `ezclip_jax.visualize` only: the fused kernel below does not return its weights.
+      self.sow("intermediates", "attention_weights", self._attention_weights(q, k))
     if deterministic or self.dropout_rate == 0.0:
       out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
     else:
@@ -163,15 +171,19 @@ class MultiheadAttention(nn.Module):
     return _dense(width, "out_proj", self.dtype, ("heads", "kv", "embed"), ("embed",),
                   _normal(std), axis=(-2, -1))(out)
 
-  def _attention_with_dropout(self, q: Array, k: Array, v: Array) -> Array:
-    # torch's nn.MultiheadAttention drops attention probabilities; the fused
-    # kernel has no dropout, so training with a rate uses the explicit form.
+  def _attention_weights(self, q: Array, k: Array) -> Array:
+    """softmax(q k^T / sqrt(head_dim)) of q, k `[N, L, heads, head_dim]` -> float32 `[N, heads, L, L]`."""
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / math.sqrt(q.shape[-1])
     if self.causal:
       length = q.shape[1]
       logits = jnp.where(jnp.tril(jnp.ones((length, length), bool)), logits, -jnp.inf)
-    probs = nn.Dropout(self.dropout_rate)(jax.nn.softmax(logits, axis=-1), deterministic=False)
+    return jax.nn.softmax(logits, axis=-1)
+
+  def _attention_with_dropout(self, q: Array, k: Array, v: Array) -> Array:
+    # torch's nn.MultiheadAttention drops attention probabilities; the fused
+    # kernel has no dropout, so training with a rate uses the explicit form.
+    probs = nn.Dropout(self.dropout_rate)(self._attention_weights(q, k), deterministic=False)
     return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
 
 
