@@ -36,6 +36,10 @@ EXTRAS_REQUIRE = {
         "tqdm>=4.0",
         # Decodes our TensorBoard event files independently in the metrics tests.
         "tensorboardX>=2.6.5",
+        # Executes notebooks/colab_tpu.ipynb top to bottom in tests/test_notebook.py.
+        "nbclient>=0.11.0",
+        "nbformat>=5.11.1",
+        "ipykernel>=7.4.0",
     ],
 }
 
