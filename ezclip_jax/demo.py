@@ -212,7 +212,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Scores]:
     results[name] = score(*held_out_probabilities(run_config, workdir / name, eval_spec), partners)
   if jax.process_index() == 0:
     print(report(results, demo.classes))
+    print(predict_hint(workdir))
   return results
+
+
+def predict_hint(workdir: pathlib.Path) -> str:
+  """The command that scores held-out clips with the trained model (`ezclip_jax.predict`)."""
+  data = workdir / "data" / "eval"
+  return (f"\nTry the trained model on held-out clips (frame folders or video files):\n"
+          f"  python -m ezclip_jax.predict --checkpoint {workdir / 'ezclip'} --label-file {data / 'labels.csv'} "
+          f"--descriptions {data / 'descriptions.csv'} {data / 'frames' / 'growing_0000'} "
+          f"{data / 'frames' / 'shrinking_0000'}")
 
 
 def report(results: dict[str, Scores], classes) -> str:
