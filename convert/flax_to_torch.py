@@ -1,6 +1,9 @@
-"""Convert an ezclip-jax pretrained directory into an official EZ-CLIP PyTorch checkpoint.
+"""Convert an ezclip-jax model into an official EZ-CLIP PyTorch checkpoint.
 
   python -m convert.flax_to_torch SRC_DIR DST.pt
+
+SRC_DIR is a pretrained directory (`convert.torch_to_flax`) or a training workdir (its
+best validation checkpoint, else its latest: `ezclip_jax.load_pretrained`).
 
 Writes `{'model_state_dict': ...}` with exactly the key set and shapes of the
 official EZ-CLIP model of the same architecture, loadable by its
@@ -44,12 +47,11 @@ def to_state_dict(params: dict, config: model_lib.ModelConfig) -> "collections.O
 
 
 def convert(src: str | pathlib.Path, dst: str | pathlib.Path) -> int:
-  """Writes DST (atomically) from the pretrained directory SRC; returns the tensor count."""
+  """Writes DST (atomically) from the pretrained directory or training workdir SRC; returns the tensor count."""
   import torch  # pylint: disable=g-import-not-at-top
 
-  _, variables = checkpoint.load_pretrained(src)
-  config = checkpoint.load_config(src)
-  state = to_state_dict(variables["params"], config)
+  model, variables = checkpoint.load_pretrained(src)
+  state = to_state_dict(variables["params"], model.config)
   tensors = collections.OrderedDict((k, torch.from_numpy(v)) for k, v in state.items())
   dst = pathlib.Path(dst).absolute()
   dst.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ def convert(src: str | pathlib.Path, dst: str | pathlib.Path) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m convert.flax_to_torch", description=__doc__.split("\n")[0])
-  parser.add_argument("src", help="ezclip-jax pretrained directory")
+  parser.add_argument("src", help="ezclip-jax pretrained directory or training workdir")
   parser.add_argument("dst", help="destination .pt file")
   args = parser.parse_args(argv)
   try:

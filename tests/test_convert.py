@@ -177,3 +177,37 @@ def test_failed_write_leaves_no_destination(tmp_path, monkeypatch):
   with pytest.raises(OSError, match="disk full"):
     torch_to_flax.convert(tmp_path / "in.pt", tmp_path / "out")
   assert sorted(p.name for p in tmp_path.iterdir()) == ["in.pt"]
+
+
+def test_training_workdir_exports_its_best_params(tmp_path):
+  state = references.random_ezclip_state(TINY, seed=5)
+  torch.save(state, tmp_path / "in.pt")
+  assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
+  model, variables = load_pretrained(tmp_path / "flax")
+  workdir = tmp_path / "run"
+  checkpoint.save_backbone(workdir, model.config, variables["params"], ("prompt", "Adapter"))
+  # A "trained" model: every trainable tensor replaced by a known value.
+  trainable = {"visual": {"transformer": {"T_prompt_embeddings": np.full(
+      variables["params"]["visual"]["transformer"]["T_prompt_embeddings"].shape, 0.25, np.float32)}}}
+  full_trainable = _trainable_tree(variables["params"], trainable)
+  checkpoint.save_best(workdir, full_trainable, step=3, metrics={})
+  assert flax_to_torch.main([str(workdir), str(tmp_path / "out.pt")]) == 0
+  back = torch.load(tmp_path / "out.pt", weights_only=True)["model_state_dict"]
+  prompt_keys = [k for k in back if k.endswith("T_prompt_embeddings")]
+  assert prompt_keys and all(torch.all(back[k] == 0.25) for k in prompt_keys)
+  for key, value in state.items():  # everything else exported unchanged
+    if not key.endswith("T_prompt_embeddings"):
+      assert torch.equal(back[key], value), key
+
+
+def _trainable_tree(params: dict, replacements: dict) -> dict:
+  """The trainable subset (names with `prompt` or `Adapter`), with `replacements` put in."""
+  from ezclip_jax import optim
+  trainable, _ = optim.split_params(params, ("prompt", "Adapter"))
+  flat = _flat(replacements)
+
+  def put(tree, prefix=()):
+    if isinstance(tree, dict):
+      return {k: put(v, prefix + (k,)) for k, v in tree.items()}
+    return flat.get("/".join(prefix), np.asarray(tree))
+  return put(trainable)
