@@ -1,11 +1,16 @@
 """Train or evaluate EZ-CLIP.
 
   python -m ezclip_jax.main --config configs/demo.py --workdir /tmp/ezclip-demo
-  python -m ezclip_jax.main --config configs/k400_zero_shot.py --workdir gs://... \\
+  python -m ezclip_jax.main --config configs/k400_zero_shot.py --workdir /mnt/runs/k400 \\
       --config.model.pretrained=/ckpt/vit-b16 --config.data.official_repo=/src/EZ-CLIP
 
 `--config.key=value` overrides any config field (configs are locked, so a typo
-fails at start-up). A workdir with checkpoints is resumed automatically.
+fails at start-up). A workdir with checkpoints is resumed automatically. The workdir
+is a local or shared-filesystem path (every process of a multi-host run writes to it).
+
+With `--config.distributed=True`, `jax.distributed.initialize()` finds the cluster on
+TPU VMs, under Slurm and under Open MPI; elsewhere pass `--coordinator_address`,
+`--num_processes` and `--process_id` to every process.
 """
 
 from absl import app
@@ -21,14 +26,29 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and plots go here.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train: train with periodic evaluation; eval: evaluate config.model.pretrained.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, for --config.distributed=True without a scheduler.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize`, from the flags when given, else from the environment."""
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(v is not None for v in explicit) and any(v is None for v in explicit):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id go together.")
+  jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                             process_id=_PROCESS_ID.value)
 
 
 def main(argv) -> None:
   del argv
   config = _CONFIG.value
   if config.distributed:
-    jax.distributed.initialize()
+    initialize_distributed()
+  elif _COORDINATOR.value is not None:
+    raise app.UsageError("--coordinator_address needs --config.distributed=True.")
   logging.info("process %d/%d, devices %s", jax.process_index(), jax.process_count(), jax.devices())
   if "demo" in config:
     demo.run(config, _WORKDIR.value)

@@ -3,8 +3,6 @@
   python tests/distributed_worker.py step PROCESS_ID NUM_PROCESSES PORT OUT.npz
       two train steps on a (2, 2, 1) mesh over all processes' devices; each process feeds
       only its rows of the global batch. Process 0 writes the losses and trainable params.
-  python tests/distributed_worker.py train PROCESS_ID NUM_PROCESSES PORT WORKDIR CONFIG_FILE
-      the full training loop (`ezclip_jax.main`'s work) in every process.
 """
 
 import os
@@ -51,22 +49,14 @@ def run_steps(out: str) -> None:
     np.savez(out, losses=np.array(losses), *leaves)
 
 
-def run_training(workdir: str, config_file: str) -> None:
-  from ezclip_jax import train  # pylint: disable=g-import-not-at-top
-  from tests import test_main  # pylint: disable=g-import-not-at-top
-
-  train.train_and_evaluate(test_main.load_config_file(config_file), workdir)
-
-
 def main() -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()
   mode, process_id, num_processes, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
   _initialize(process_id, num_processes, port)
-  if mode == "step":
-    run_steps(sys.argv[5])
-  else:
-    run_training(sys.argv[5], sys.argv[6])
+  if mode != "step":
+    raise ValueError(f"unknown mode {mode!r}")
+  run_steps(sys.argv[5])
 
 
 if __name__ == "__main__":

@@ -48,7 +48,18 @@ def test_two_process_training_checkpoints_and_logs_once(tmp_path):
   data = synthetic.make_dataset(tmp_path / "data", videos_per_class=4, num_frames=8, height=64, width=64,
                                 classes=test_main.CLASSES)
   config_file = test_main.write_config_file(data, tmp_path / "tiny.py")
-  _run(["train", str(tmp_path / "run"), str(config_file)], num_processes=2, devices_per_process=2)
+  # `python -m ezclip_jax.main` itself, told where the cluster is by flags (GPU hosts without a scheduler).
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  port = _free_port()
+  processes = [subprocess.Popen(
+      [sys.executable, "-m", "ezclip_jax.main", f"--config={config_file}", f"--workdir={tmp_path / 'run'}",
+       "--config.distributed=True", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+       f"--process_id={i}"], cwd=pathlib.Path(__file__).parents[1], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=300)[0] for p in processes]
+  for i, (p, output) in enumerate(zip(processes, outputs)):
+    assert p.returncode == 0, output[-3000:]
+    assert f"process {i}/2" in output, output[-3000:]
   records = [r for r in metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"]
   assert [r["step"] for r in records] == list(range(1, 13))  # one writer, no duplicates
   assert all(np.isfinite(r["values"]["loss"]) for r in records)
