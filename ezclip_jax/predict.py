@@ -509,7 +509,6 @@ def _load(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str], model_l
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  logging.set_verbosity(logging.ERROR)  # unreadable videos are reported below, not logged as well
   try:
     class_names, videos, model, variables = _load(args)
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -535,4 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  # Unreadable videos are reported by main, not logged as well. Set here, not in main, so
+  # that calling main from Python leaves the caller's logging alone.
+  logging.set_verbosity(logging.ERROR)
   sys.exit(main())

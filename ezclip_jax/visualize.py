@@ -181,7 +181,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
-  logging.set_verbosity(logging.ERROR)  # an unreadable video is reported below, not logged as well
   video = pathlib.Path(args.video)
   if not video.exists() or (video.is_dir() and not predict.is_frame_folder(video)):
     print(f"error: {video} is neither a video file nor a folder of JPEG frames.", file=sys.stderr)
@@ -202,4 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  # An unreadable video is reported by main, not logged as well. Set here, not in main, so
+  # that calling main from Python leaves the caller's logging alone.
+  logging.set_verbosity(logging.ERROR)
   sys.exit(main())
