@@ -182,8 +182,14 @@ def enabled_evals(config: ml_collections.ConfigDict) -> dict[str, ml_collections
           if spec.kind not in _SOURCE_FIELD or spec[_SOURCE_FIELD[spec.kind]]}
 
 
-def check_paths(config: ml_collections.ConfigDict) -> None:
-  """Fails before any compilation if a configured file or directory is missing."""
+def check_paths(config: ml_collections.ConfigDict, training: bool = False) -> None:
+  """Fails before any compilation if a configured file or directory is missing.
+
+  Args:
+    config: the experiment config.
+    training: `data.train` must then be set (otherwise it is checked only when it has a
+      label CSV, as eval-only configs leave it empty).
+  """
   missing = []
 
   def need(key: str, path: str) -> None:
@@ -191,7 +197,11 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
       missing.append(f"{key}={path}")
 
   need("model.pretrained", config.model.pretrained)
-  specs = {"data.train": config.data.train} if config.data.train.labels_csv else {}
+  train_spec = config.data.train
+  specs = {"data.train": train_spec} if training or train_spec.labels_csv else {}
+  source_field = _SOURCE_FIELD.get(train_spec.kind)
+  if training and source_field and not train_spec[source_field]:
+    missing.append(f"data.train.{source_field} (empty; kind={train_spec.kind} reads its videos from it)")
   evals = enabled_evals(config)
   for name in config.data.evals.keys() - evals.keys():
     logging.info("data.evals.%s has no %s: skipped", name, _SOURCE_FIELD[config.data.evals[name].kind])
@@ -328,7 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     The last evaluation's {dataset: top-1 accuracy}.
   """
   workdir = pathlib.Path(workdir)
-  check_paths(config)
+  check_paths(config, training=True)
   mesh = sharding.make_mesh(config.mesh_shape)
   model_config, params = initial_params(config)
   model = model_lib.EZCLIP(model_config)

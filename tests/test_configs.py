@@ -215,7 +215,7 @@ def official_yaml(file: str, arg: str) -> str | None:
           "few_shot.py": FEW_SHOT_YAML.get(name)}.get(file)
 
 
-@pytest.mark.parametrize("file,arg", CASES + [("demo.py", "")])
+@pytest.mark.parametrize("file,arg", CASES + [("demo.py", ""), ("video_folder.py", "")])
 def test_config_loads_locked(file, arg):
   config = load(file, arg)
   assert config.is_locked
@@ -397,3 +397,22 @@ def test_placeholders_are_skipped_by_evaluation(tmp_path):
   assert records["eval/ucf101_split1"]["num_samples"] == 6
   assert records["protocol/ucf101"]["num_splits"] == 1
   assert records["protocol/ucf101"]["top1_mean"] == records["eval/ucf101_split1"]["top1"]
+
+
+def test_video_folder_config_shares_its_labels_and_needs_its_folders(tmp_path):
+  labels = tmp_path / "labels.csv"
+  labels.write_text("id,name\n0,growing\n")
+  config = load("video_folder.py", "", f"--config.labels_csv={labels}", "--config.descriptions=/no/descriptions.csv")
+  for spec in (config.data.train, config.data.evals.val):
+    assert (spec.kind, spec.labels_csv, spec.descriptions) == ("video_folder", str(labels), "/no/descriptions.csv")
+  assert (config.data.train.role, config.data.evals.val.role) == ("train", "val")
+  with pytest.raises(FileNotFoundError, match=r"data\.train\.root \(empty; kind=video_folder"):
+    train.check_paths(config, training=True)
+  train_dir, val_dir = tmp_path / "train", tmp_path / "val"
+  train_dir.mkdir()
+  config = load("video_folder.py", "", f"--config.labels_csv={labels}", f"--config.data.train.root={train_dir}",
+                f"--config.data.evals.val.root={val_dir}")
+  with pytest.raises(FileNotFoundError, match=re.escape(f"data.evals.val.root={val_dir}")):
+    train.check_paths(config, training=True)
+  val_dir.mkdir()
+  train.check_paths(config, training=True)

@@ -236,6 +236,8 @@ def variables(tmp_path_factory) -> dict[str, str]:
       "K400_FRAMES": str(clips.root / "frames"), "K600_FRAMES": str(k600),
       "UCF101_MANUAL": str(root / "ucf101_download"), "TFDS_DIR": str(root / "tfds"),
       "MY_VIDEOS": str(mine),
+      "MY_TRAIN_VIDEOS": str(clips.root / "videos"), "MY_VAL_VIDEOS": str(clips.root / "videos"),
+      "MY_LABELS_CSV": str(clips.labels_csv),
       # Only in commands that cannot run here (they are checked, not run).
       "TPU_NAME": "ezclip-pod", "ZONE": "us-central2-b", "EZCLIP_JAX_GIT": "https://example.invalid/ezclip-jax.git",
       "_ROOT": str(root),
@@ -612,7 +614,7 @@ def test_config_table_lists_every_config_and_its_arguments():
 
 INLINE_FLAGS = sorted(set(re.findall(r"`(--config\.[\w.]+=[^`]*)`", TEXT)))
 LOADABLE = (("k400_zero_shot.py", ""), ("zero_shot_eval.py", "ucf101"), ("base_to_novel.py", "hmdb51"),
-            ("few_shot.py", "hmdb51,k=2"), ("demo.py", ""))
+            ("few_shot.py", "hmdb51,k=2"), ("demo.py", ""), ("video_folder.py", ""))
 
 
 @pytest.mark.parametrize("flag", INLINE_FLAGS)
