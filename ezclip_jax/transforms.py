@@ -280,13 +280,32 @@ def apply_color(video: jax.Array, color: jax.Array) -> jax.Array:
   return jax.vmap(_color_clip)(video, color)
 
 
+_HUE = 3  # The hue rotation's number in `COLOR_ORDER`; 0-2 are the three blends.
+
+
 def _color_clip(clip: jax.Array, color: jax.Array) -> jax.Array:
-  adjustments = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+  # The order is data: under vmap every branch of a switch would run at every position. So the
+  # costly hue rotation runs once, with the blends before and after it chosen per position.
+  order = color[COLOR_ORDER].astype(jnp.int32)
+  hue_at = jnp.argmax(order == _HUE)
   jittered = clip
-  for op in color[COLOR_ORDER].astype(jnp.int32):
-    jittered = jax.lax.switch(op, adjustments, jittered, color[COLOR_BRIGHTNESS + op])
+  for position in range(3):
+    jittered = jnp.where(position < hue_at, _enhance(jittered, order[position], color), jittered)
+  jittered = adjust_hue(jittered, color[COLOR_HUE_SHIFT])
+  for position in range(1, 4):
+    jittered = jnp.where(position > hue_at, _enhance(jittered, order[position], color), jittered)
   clip = jnp.where(color[COLOR_JITTER] > 0, jittered, clip)
   return jnp.where(color[COLOR_GRAYSCALE] > 0, to_grayscale(clip), clip)
+
+
+def _enhance(frames: jax.Array, op: jax.Array, color: jax.Array) -> jax.Array:
+  """Brightness, contrast or saturation (`op` 0, 1, 2): the PIL blend with black, the frame's
+  mean gray or each pixel's gray, as `adjust_brightness` / `_contrast` / `_saturation`."""
+  luma = _luma(frames)
+  pixels = luma.shape[-1] * luma.shape[-2]
+  mean = (2 * luma.sum(axis=(-2, -1)) + pixels) // (2 * pixels)
+  degenerate = jnp.where(op == 0, 0, jnp.where(op == 1, mean[..., None, None], luma))
+  return _blend(degenerate[..., None], frames, color[COLOR_BRIGHTNESS + op])
 
 
 def _luma(frames: jax.Array) -> jax.Array:

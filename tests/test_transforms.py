@@ -1,5 +1,7 @@
 """Tests for ezclip_jax/transforms.py against hand-derived official values and PIL references."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -275,6 +277,18 @@ def test_apply_color_matches_pil_per_clip():
   reordered = np.asarray(transforms.apply_color(clips[:1], colors[1:2]))[0]
   with pytest.raises(AssertionError):
     _assert_close_to_pil_hue(reordered, _pil_color(clips[0], colors[0]), fraction=0.01)
+
+
+def test_apply_color_matches_pil_in_every_order():
+  orders = list(itertools.permutations(range(4)))
+  clips = np.stack([_textured_clip(num_frames=1, height=24, width=32, seed=seed) for seed in range(len(orders))])
+  colors = np.stack([_color(order, 1.25, 0.75, 1.3, 40) for order in orders])
+  out = np.asarray(jax.jit(transforms.apply_color)(clips, colors))
+  for clip, color, result, order in zip(clips, colors, out, orders):
+    try:
+      _assert_close_to_pil_hue(result, _pil_color(clip, color), fraction=0.01)
+    except AssertionError as e:
+      raise AssertionError(f"order {order}") from e
 
 
 def test_eval_transform_equals_pil_reference():
