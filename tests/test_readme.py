@@ -67,6 +67,7 @@ TINY_ARGS = {
     # The PyTorch side times a 2048^2 matmul peak for half a minute on this machine; it is the
     # same subprocess for every architecture, so the tiny run covers the JAX path only.
     "ezclip_jax.bench": ("--arch=tiny", "--frames=2", "--batch_sizes=1", "--repeats=1", "--notorch"),
+    "ezclip_jax.input_bench": ("--repeats=1", "--seconds=0.5", "--pipelines=0x1"),
 }
 CLUSTER_PROCESSES = 2
 SRUN_OPTIONS = ("--nodes", "--ntasks-per-node", "--gpus-per-node")
@@ -460,8 +461,19 @@ def check_visualize(argv, out, env):
 
 
 def check_bench(argv, out, env):
+  del env
+  if "--what=train" in argv:
+    rows = re.findall(r"^ *(train|eval) +1 +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +\d+%$", out, re.M)
+    assert rows == ["train", "eval"], out
+  else:
+    assert re.search(r"^batch +compile s", out, re.M), out
+
+
+def check_input_bench(argv, out, env):
   del argv, env
-  assert re.search(r"^batch +compile s", out, re.M), out
+  for media in ("JPEG folders", "mp4 files"):
+    table = out[out.index(media):]
+    assert re.search(r"^  pipeline, 0 workers x 1 threads .*%$", table, re.M), out
 
 
 CHECKS = {
@@ -473,6 +485,7 @@ CHECKS = {
     "ezclip_jax.predict": check_predict,
     "ezclip_jax.visualize": check_visualize,
     "ezclip_jax.bench": check_bench,
+    "ezclip_jax.input_bench": check_input_bench,
 }
 
 
