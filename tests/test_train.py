@@ -98,7 +98,7 @@ def test_batch_without_colour_equals_identity_colour():
   batch = _batch()
   identity = {**batch, "color": np.tile(transforms.NO_COLOR_CHANGE, (len(batch["label"]), 1)).astype(np.float32)}
   plain = {k: v for k, v in batch.items() if k != "color"}
-  loss = lambda b: train.training_loss(params, b, jax.random.key(0), model=model, motion_weight=1.0)[0]
+  loss = jax.jit(lambda b: train.training_loss(params, b, jax.random.key(0), model=model, motion_weight=1.0)[0])
   jittered = float(loss(batch))
   np.testing.assert_allclose(float(loss(plain)), float(loss(identity)), rtol=1e-6)
   assert abs(jittered - float(loss(plain))) > 1e-4  # the jitter in `batch` does change the input
