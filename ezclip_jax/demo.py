@@ -19,6 +19,7 @@ on its own scores and prints the largest difference it found.
 import copy
 import csv
 import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -143,8 +144,7 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
   source = train.make_source(spec, config.data.official_repo, skip_bad=False)
   _, prompts = train.class_prompts(spec, config.data.official_repo, model.config.context_length)
   text_embeddings = evaluate.encode_class_texts(model, variables, prompts.tokens)
-  score = jax.jit(lambda v, video: evaluate.class_probabilities(
-      model.apply(v, input_pipeline.normalize(video), method=model.encode_video), text_embeddings))
+  score = jax.jit(functools.partial(evaluate.video_probabilities, model))
   resolution = model.config.image_resolution
   batches = input_pipeline.eval_dataset(
       source, batch_size=config.data.eval_batch_size, num_frames=model.config.num_frames,
@@ -154,7 +154,7 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
   for batch in batches:
     mask = np.asarray(batch["mask"])
     index = np.asarray(batch["index"])[mask]
-    probs[index] = np.asarray(score(variables, np.asarray(batch["video"])[:, 0]))[mask]
+    probs[index] = np.asarray(score(variables, batch["video"], text_embeddings))[mask]
     labels[index] = np.asarray(batch["label"])[mask]
   return probs, labels
 

@@ -148,6 +148,18 @@ def encode_class_texts(model: model_lib.EZCLIP, variables: Any, text_ids: np.nda
   return jnp.concatenate(chunks)[:num_texts * num_classes].reshape(num_texts, num_classes, -1)
 
 
+def video_probabilities(model: model_lib.EZCLIP, variables: Any, video: jax.Array,
+                        text_embeddings: jax.Array) -> jax.Array:
+  """Class probabilities of uint8 videos `[B, V, T, H, W, 3]` (V views), averaged over views -> `[B, C]`.
+
+  `text_embeddings` float32 `[K, C, D]` (`encode_class_texts`). Traceable: callers jit it.
+  """
+  batch, views = video.shape[:2]
+  clips = input_pipeline.normalize(video.reshape(batch * views, *video.shape[2:]))
+  frames = model.apply(variables, clips, method=model.encode_video)
+  return class_probabilities(frames.reshape(batch, views, *frames.shape[1:]), text_embeddings)
+
+
 @functools.lru_cache(maxsize=16)
 def _video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
   """`(variables, video uint8 [B, V, T, H, W, 3], labels, mask, texts [K, C, D]) -> (probs [B, C], labels, mask)`.
@@ -157,11 +169,7 @@ def _video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
   """
 
   def score(variables, video, labels, mask, text_embeddings):
-    batch, views = video.shape[:2]
-    clips = input_pipeline.normalize(video.reshape(batch * views, *video.shape[2:]))
-    frames = model.apply(variables, clips, method=model.encode_video)
-    probs = class_probabilities(frames.reshape(batch, views, *frames.shape[1:]), text_embeddings)
-    return probs, labels, mask
+    return video_probabilities(model, variables, video, text_embeddings), labels, mask
 
   out = None if mesh is None else sharding.replicated(mesh)
   return jax.jit(score, out_shardings=out)

@@ -350,14 +350,7 @@ class Prediction:
 @functools.lru_cache(maxsize=16)
 def _scorer(model: model_lib.EZCLIP):
   """`(variables, video uint8 [B, V, T, S, S, 3], texts [K, C, D]) -> probabilities [B, C]`."""
-
-  def score(variables, video, text_embeddings):
-    batch, views = video.shape[:2]
-    clips = input_pipeline.normalize(video.reshape(batch * views, *video.shape[2:]))
-    frames = model.apply(variables, clips, method=model.encode_video)
-    return evaluate.class_probabilities(frames.reshape(batch, views, *frames.shape[1:]), text_embeddings)
-
-  return jax.jit(score)
+  return jax.jit(functools.partial(evaluate.video_probabilities, model))
 
 
 def score_videos(model: model_lib.EZCLIP, variables: Any, videos: Sequence[str], text_embeddings: np.ndarray, *,
