@@ -1,167 +1,30 @@
-"""Training: the train state, the pure train step, and the loop that wires the stages.
+"""Training: the loop that wires the stages.
 
-config -> sources and grain pipelines (input_pipeline) -> model (model) -> jitted,
-sharded `train_step` -> orbax checkpoints (checkpoint) -> evaluation (evaluate) ->
-metrics (metrics). `train_step(state, batch, *, model, tx, motion_weight)` is pure;
-`make_train_step` jits it with explicit in/out shardings and donates the state.
+config -> sources and grain pipelines (input_pipeline) -> model (model) -> the jitted,
+sharded train step (step) -> orbax checkpoints (checkpoint) -> evaluation (evaluate) ->
+metrics (metrics).
 """
 
 import dataclasses
-import functools
 import math
 import os
 import pathlib
-from typing import Any
 
 from absl import logging
-import flax
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from jax.sharding import Mesh
 
 from ezclip_jax import checkpoint
 from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
-from ezclip_jax import losses
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import sharding
+from ezclip_jax import step as step_lib
 from ezclip_jax import text_prompts
 from ezclip_jax import tfds_source
-from ezclip_jax import transforms
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a training run carries between steps (and saves in checkpoints).
-
-  Attributes:
-    step: optimizer steps taken (micro-steps when accumulating gradients).
-    trainable: parameters the optimizer updates (prompts and adapters by default).
-    frozen: the rest of the parameters; not in the optimizer state.
-    opt_state: the optax state of `trainable`.
-    rng: raw key data (uint32) of the run's base key; step keys fold in `step`.
-  """
-  step: jax.Array
-  trainable: Any
-  frozen: Any
-  opt_state: Any
-  rng: jax.Array
-
-  @property
-  def params(self) -> dict:
-    return optim.merge_params(self.trainable, self.frozen)
-
-
-def video_text_logits(frame_embeddings: jax.Array, text_embeddings: jax.Array,
-                      logit_scale: jax.Array) -> jax.Array:
-  """Scaled cosine similarities of mean-pooled videos `[B, D]` x texts `[N, D]` -> `[B, N]`."""
-  video = frame_embeddings.mean(axis=1)
-  video = video / jnp.linalg.norm(video, axis=-1, keepdims=True)
-  text = text_embeddings / jnp.linalg.norm(text_embeddings, axis=-1, keepdims=True)
-  return jnp.exp(logit_scale) * video @ text.T
-
-
-TRAIN_KEYS = ("video", "color", "label", "text")  # "color" is absent when colour jitter is off
-
-
-def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib.EZCLIP,
-                  motion_weight: float) -> tuple[jax.Array, dict]:
-  """The official EZ-CLIP objective on one batch.
-
-  Args:
-    params: full params tree.
-    batch: `video` uint8 `[B, T, H, W, 3]`, optional `color` float32 `[B, transforms.COLOR_SIZE]`
-      (each clip's colour jitter, applied here), `label` int32 `[B]`, `text` int32 `[B, L]`
-      (one text of each sample's class, picked by the input pipeline).
-    rng: dropout key.
-    model: the EZ-CLIP module.
-    motion_weight: weight of the motion loss (0 disables it).
-
-  Returns:
-    (loss, metrics dict of scalars).
-  """
-  labels = batch["label"]
-  variables = {"params": params}
-  rngs = {"dropout": rng}
-  video = batch["video"]
-  if "color" in batch:
-    video = transforms.apply_color(video, batch["color"])
-  video = input_pipeline.normalize(video)
-  frames = model.apply(variables, video, True, method=model.encode_video, rngs=rngs)
-  texts = model.apply(variables, batch["text"], True, method=model.encode_text, rngs=rngs)
-  logits = video_text_logits(frames, texts, params["logit_scale"])
-  same_class = (labels[:, None] == labels[None, :]).astype(jnp.float32)
-  kl = (losses.video_text_kl_loss(logits, same_class) + losses.video_text_kl_loss(logits.T, same_class)) / 2
-  motion = losses.motion_loss(frames)
-  loss = kl + motion_weight * motion
-  return loss, {"loss": loss, "kl_loss": kl, "motion_loss": motion}
-
-
-def train_step(state: TrainState, batch: dict, *, model: model_lib.EZCLIP, tx: optax.GradientTransformation,
-               motion_weight: float) -> tuple[TrainState, dict]:
-  """One optimizer (micro-)step. Pure: the step key is fold_in(base key, step)."""
-  rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-
-  def loss_fn(trainable):
-    params = optim.merge_params(trainable, state.frozen)
-    return training_loss(params, batch, rng, model=model, motion_weight=motion_weight)
-
-  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.trainable)
-  updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
-  trainable = optax.apply_updates(state.trainable, updates)
-  metrics["grad_norm"] = optax.global_norm(grads)
-  # Catches non-finite params the moment they appear, before any checkpoint holds them.
-  metrics["update_norm"] = optax.global_norm(updates)
-  new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
-  return new_state, metrics
-
-
-def init_train_state(params: dict, tx: optax.GradientTransformation, trainable_patterns,
-                     seed: int) -> TrainState:
-  trainable, frozen = optim.split_params(params, trainable_patterns)
-  return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
-                    opt_state=tx.init(trainable), rng=jax.random.key_data(jax.random.key(seed)))
-
-
-def state_shardings(config: model_lib.ModelConfig, tx: optax.GradientTransformation,
-                    trainable_patterns, mesh: Mesh) -> TrainState:
-  """NamedShardings of every TrainState leaf: params from their logical axes, optimizer
-  moments like their params, counters and the key replicated."""
-  model = model_lib.EZCLIP(config)
-  boxed = jax.eval_shape(lambda: model_lib.init_boxed(model, jax.random.key(0)))["params"]
-  param_shardings = sharding.logical_shardings(boxed, mesh)
-  trainable, frozen = optim.split_params(param_shardings, trainable_patterns)
-  abstract_trainable = jax.tree.map(lambda b: jax.ShapeDtypeStruct(b.value.shape, b.value.dtype),
-                                    optim.split_params(boxed, trainable_patterns)[0],
-                                    is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-  abstract_opt = jax.eval_shape(tx.init, abstract_trainable)
-  replicated = sharding.replicated(mesh)
-  opt_state = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, trainable,
-                                    transform_non_params=lambda _: replicated)
-  return TrainState(step=replicated, trainable=trainable, frozen=frozen, opt_state=opt_state,
-                    rng=replicated)
-
-
-def make_train_step(model: model_lib.EZCLIP, tx: optax.GradientTransformation, mesh: Mesh,
-                    shardings: TrainState, motion_weight: float, keys=TRAIN_KEYS):
-  """`step(state, batch) -> (state, metrics)`, jitted over `mesh`, state donated.
-
-  `batch` holds global arrays of `keys` sharded like `train_batch_shardings`.
-  """
-  step = functools.partial(train_step, model=model, tx=tx, motion_weight=motion_weight)
-  return jax.jit(step, in_shardings=(shardings, train_batch_shardings(mesh, keys)),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-
-
-def train_batch_shardings(mesh: Mesh, keys=TRAIN_KEYS) -> dict:
-  ranks = {"video": 5, "color": 2, "label": 1, "text": 2}
-  return {key: sharding.batch_sharding(mesh, ranks[key]) for key in keys}
 
 
 def resolve_path(path: str, official_repo: str) -> str:
@@ -272,11 +135,6 @@ def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelCo
   return model_config, model_lib.init_variables(model_config, jax.random.key(config.seed))["params"]
 
 
-def to_global(batch: dict, shardings: dict) -> dict:
-  """This process's share of a batch -> global arrays (one process or many)."""
-  return {k: jax.make_array_from_process_local_data(s, batch[k]) for k, s in shardings.items()}
-
-
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
@@ -355,8 +213,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   accum = config.optim.grad_accum_steps
   tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum)
   patterns = tuple(config.train.trainable)
-  shardings = state_shardings(model_config, tx, patterns, mesh)
-  state = jax.device_put(init_train_state(params, tx, patterns, config.seed), shardings)
+  train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
+                                          motion_weight=config.train.motion_weight,
+                                          color=config.data.color_jitter, seed=config.seed)
+  state = train_step.state
   train_iter = iter(input_pipeline.train_dataset(
       source, global_batch_size=config.data.batch_size, num_frames=model_config.num_frames,
       crop_size=model_config.image_resolution, flip=spec.flip, color=config.data.color_jitter, seed=config.seed,
@@ -367,14 +227,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   start = int(state.step)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   writer.truncate_after(start)
-  keys = TRAIN_KEYS if config.data.color_jitter else tuple(k for k in TRAIN_KEYS if k != "color")
-  step_fn = make_train_step(model, tx, mesh, shardings, config.train.motion_weight, keys)
-  batch_shardings = train_batch_shardings(mesh, keys)
   progress = metrics.ProgressReporter(total_steps, every_steps=config.train.log_every_steps,
                                       enabled=jax.process_index() == 0)
   best, results = -1.0, {}
   for step in range(start + 1, total_steps + 1):
-    state, step_metrics = step_fn(state, to_global(next(train_iter), batch_shardings))
+    state, step_metrics = train_step.step(state, step_lib.to_global(next(train_iter), train_step.batch_shardings))
     progress.update(step, step_metrics["loss"])
     last = step == total_steps
     if step % config.train.log_every_steps == 0 or step % config.train.checkpoint_every_steps == 0 or last:
@@ -394,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   return results
 
 
-def _update_best(config, workdir: pathlib.Path, state: TrainState, step: int, results: dict, best: float) -> float:
+def _update_best(config, workdir: pathlib.Path, state: step_lib.TrainState, step: int, results: dict,
+                 best: float) -> float:
   """Keeps WORKDIR/best on the first validation-role dataset (never on a test split)."""
   val = [name for name, spec in enabled_evals(config).items() if spec.role == "val"]
   if not val or results[val[0]] <= best:

@@ -22,26 +22,24 @@ def _initialize(process_id: int, num_processes: int, port: int) -> None:
 
 
 def run_steps(out: str) -> None:
-  from ezclip_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   from ezclip_jax import optim  # pylint: disable=g-import-not-at-top
   from ezclip_jax import sharding  # pylint: disable=g-import-not-at-top
-  from ezclip_jax import train  # pylint: disable=g-import-not-at-top
+  from ezclip_jax import step as step_lib  # pylint: disable=g-import-not-at-top
   from tests import test_model  # pylint: disable=g-import-not-at-top
-  from tests import test_train  # pylint: disable=g-import-not-at-top
+  from tests import test_step  # pylint: disable=g-import-not-at-top
 
-  config = test_train.CONFIG
+  config = test_step.CONFIG
   mesh = sharding.make_mesh((2, 2, 1))
-  tx = optim.make_optimizer(test_train._optim_config(), total_steps=10, warmup_steps=1)
+  tx = optim.make_optimizer(test_step._optim_config(), total_steps=10, warmup_steps=1)
   params = test_model._random_variables(config)["params"]
-  shardings = train.state_shardings(config, tx, test_train.TRAINABLE, mesh)
-  state = jax.device_put(train.init_train_state(params, tx, test_train.TRAINABLE, seed=0), shardings)
-  step = train.make_train_step(model_lib.EZCLIP(config), tx, mesh, shardings, motion_weight=1.0)
+  train_step = step_lib.create_train_step(config, tx, mesh, params, trainable_patterns=test_step.TRAINABLE)
+  state = train_step.state
   rows = 8 // jax.process_count()
   start = jax.process_index() * rows
   losses = []
   for i in range(2):
-    local = {k: v[start:start + rows] for k, v in test_train._batch(i).items()}
-    state, metrics = step(state, train.to_global(local, train.train_batch_shardings(mesh)))
+    local = {k: v[start:start + rows] for k, v in test_step._batch(i).items()}
+    state, metrics = train_step.step(state, step_lib.to_global(local, train_step.batch_shardings))
     losses.append(float(metrics["loss"]))
   leaves = [np.asarray(multihost_utils.process_allgather(x, tiled=True))
             for x in jax.tree.leaves(state.trainable)]

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from configs import common
-from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import sharding
-from ezclip_jax import train
+from ezclip_jax import step as step_lib
 from tests import test_model
-from tests import test_train
+from tests import test_step
 
 
 def test_schedule_is_the_official_warmup_cosine():
@@ -39,19 +38,18 @@ def test_split_follows_the_official_name_filter():
 
 
 def _steps(optim_overrides=None, model_overrides=None, steps=2):
-  config = dataclasses.replace(test_train.CONFIG, **(model_overrides or {}))
-  optim_config = test_train._optim_config()
+  config = dataclasses.replace(test_step.CONFIG, **(model_overrides or {}))
+  optim_config = test_step._optim_config()
   optim_config.update(optim_overrides or {})
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   tx = optim.make_optimizer(optim_config, total_steps=10, warmup_steps=0)  # lr > 0 from the first update
   params = test_model._random_variables(config)["params"]
-  shardings = train.state_shardings(config, tx, test_train.TRAINABLE, mesh)
-  state = jax.device_put(train.init_train_state(params, tx, test_train.TRAINABLE, seed=0), shardings)
-  step = train.make_train_step(model_lib.EZCLIP(config), tx, mesh, shardings, motion_weight=1.0)
+  train_step = step_lib.create_train_step(config, tx, mesh, params, trainable_patterns=test_step.TRAINABLE)
+  state = train_step.state
   before = jax.device_get(state.trainable)
   states = []
   for i in range(steps):
-    state, _ = step(state, test_train._batch(i))
+    state, _ = train_step.step(state, test_step._batch(i))
     states.append(jax.device_get(state))
   return before, states
 

@@ -66,8 +66,8 @@ TINY_ARGS = {
     "data.tfds_builders": ("--workers", "1"),
     # The PyTorch side times a 2048^2 matmul peak for half a minute on this machine; it is the
     # same subprocess for every architecture, so the tiny run covers the JAX path only.
-    "ezclip_jax.bench": ("--arch=tiny", "--frames=2", "--batch_sizes=1", "--repeats=1", "--notorch"),
-    "ezclip_jax.input_bench": ("--repeats=1", "--seconds=0.5", "--pipelines=0x1"),
+    "benchmarks.bench": ("--arch=tiny", "--frames=2", "--batch_sizes=1", "--repeats=1", "--notorch"),
+    "benchmarks.input_bench": ("--repeats=1", "--seconds=0.5", "--pipelines=0x1"),
 }
 CLUSTER_PROCESSES = 2
 SRUN_OPTIONS = ("--nodes", "--ntasks-per-node", "--gpus-per-node")
@@ -484,8 +484,8 @@ CHECKS = {
     "ezclip_jax.main": check_main,
     "ezclip_jax.predict": check_predict,
     "ezclip_jax.visualize": check_visualize,
-    "ezclip_jax.bench": check_bench,
-    "ezclip_jax.input_bench": check_input_bench,
+    "benchmarks.bench": check_bench,
+    "benchmarks.input_bench": check_input_bench,
 }
 
 

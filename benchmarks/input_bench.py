@@ -14,7 +14,7 @@ OpenCV's thread pool off, and reports clips per second of wall time and per CPU-
 all its processes: the per-core rate, which other load on a shared machine does not change.
 The measurements are interleaved and repeated; the table shows medians and ranges.
 
-  python -m ezclip_jax.input_bench [--repeats 3] [--seconds 5] [--pipelines 0x1,1x1,2x1,0x2]
+  python -m benchmarks.input_bench [--repeats 3] [--seconds 5] [--pipelines 0x1,1x1,2x1,0x2]
 """
 
 import multiprocessing
@@ -152,7 +152,7 @@ def _measure_one(root: pathlib.Path, media: str, what: str, seconds: float) -> t
 
 
 def _run_in_subprocess(root: str, media: str, what: str) -> tuple[float, float]:
-  command = [sys.executable, "-m", "ezclip_jax.input_bench", f"--measure={media}:{what}", f"--data={root}",
+  command = [sys.executable, "-m", "benchmarks.input_bench", f"--measure={media}:{what}", f"--data={root}",
              f"--seconds={_SECONDS.value}"]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
   if result.returncode:

@@ -1,13 +1,13 @@
 """Benchmarks of the model: `encode_video` next to PyTorch, and the train/eval steps.
 
-  python -m ezclip_jax.bench [--arch ViT-B/16] [--frames 8] [--batch_sizes 1,2] [--repeats 5]
-  python -m ezclip_jax.bench --what=train [--batch_sizes 2] [--dtype bfloat16]
+  python -m benchmarks.bench [--arch ViT-B/16] [--frames 8] [--batch_sizes 1,2] [--repeats 5]
+  python -m benchmarks.bench --what=train [--batch_sizes 2] [--dtype bfloat16]
 
 `--what=forward` (default) prints, per batch size: jit compile seconds, median
 forward latency, videos/s, XLA's FLOP count and the achieved fraction of this
 machine's measured float32 matmul peak (both JAX's and PyTorch's peaks are measured
-in this run). The PyTorch side runs in a subprocess (`convert.torch_bench`: torch is
-imported only under convert/) on the same weights, converted by `convert.flax_to_torch`.
+in this run). The PyTorch side runs in a subprocess (`benchmarks.torch_bench`: torch is
+never imported by the library) on the same weights, converted by `convert.flax_to_torch`.
 
 `--what=train` prints, per batch size, for the sharded train step (all local
 devices, data parallel) and the eval step (encode + zero-shot scoring): compile
@@ -38,7 +38,7 @@ from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import sharding
-from ezclip_jax import train
+from ezclip_jax import step as step_lib
 from ezclip_jax import transforms
 
 _ARCH = flags.DEFINE_enum("arch", "ViT-B/16", list(model_lib.ARCHITECTURES), "Architecture.")
@@ -92,7 +92,7 @@ def bench_torch(config: model_lib.ModelConfig, variables: dict, batch_sizes: lis
   with tempfile.TemporaryDirectory() as tmp:
     pretrained = os.path.join(tmp, "flax")
     checkpoint.save_pretrained(pretrained, config, variables["params"])
-    cmd = [sys.executable, "-m", "convert.torch_bench", pretrained,
+    cmd = [sys.executable, "-m", "benchmarks.torch_bench", pretrained,
            "--batch_sizes", ",".join(map(str, batch_sizes)), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if proc.returncode != 0:
@@ -111,14 +111,8 @@ def _compiled(fn, *args):
 def bench_train_step(config: model_lib.ModelConfig, variables: dict, batch: int, repeats: int) -> dict:
   """Train step (data parallel over the local devices) on random clips and texts."""
   mesh = sharding.make_mesh((-1, 1, 1), jax.local_devices())
-  model = model_lib.EZCLIP(config)
-  optim_config = common.get_config().optim
-  tx = optim.make_optimizer(optim_config, total_steps=1000, warmup_steps=10)
-  patterns = optim.DEFAULT_TRAINABLE
-  shardings = train.state_shardings(config, tx, patterns, mesh)
-  # From a host copy: the step donates the state, which must not free `variables`.
-  params = jax.device_get(variables["params"])
-  state = jax.device_put(train.init_train_state(params, tx, patterns, seed=0), shardings)
+  tx = optim.make_optimizer(common.get_config().optim, total_steps=1000, warmup_steps=10)
+  train_step = step_lib.create_train_step(config, tx, mesh, variables["params"])
   rng = np.random.default_rng(0)
   res = config.image_resolution
   host = {"video": rng.integers(0, 256, (batch, config.num_frames, res, res, 3), dtype=np.uint8),
@@ -127,10 +121,9 @@ def bench_train_step(config: model_lib.ModelConfig, variables: dict, batch: int,
   host["text"][:, -1] = config.vocab_size - 1
   jitter = transforms.RandomColorJitter(p=1.0)  # every clip jittered: the device-side worst case
   host["color"] = np.stack([jitter.random_map({}, rng)["color"] for _ in range(batch)])
-  device_batch = train.to_global(host, train.train_batch_shardings(mesh))
-  step = train.make_train_step(model, tx, mesh, shardings, motion_weight=1.0)
-  compiled, compile_s, flops = _compiled(step, state, device_batch)
-  holder = [state]
+  device_batch = step_lib.to_global(host, train_step.batch_shardings)
+  compiled, compile_s, flops = _compiled(train_step.step, train_step.state, device_batch)
+  holder = [train_step.state]
 
   def run():
     holder[0], metrics = compiled(holder[0], device_batch)

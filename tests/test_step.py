@@ -10,7 +10,7 @@ from configs import common
 from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import sharding
-from ezclip_jax import train
+from ezclip_jax import step as step_lib
 from ezclip_jax import transforms
 from tests import test_model
 
@@ -40,15 +40,13 @@ def _optim_config():
 
 def _run_steps(mesh_shape, devices, steps=2):
   mesh = sharding.make_mesh(mesh_shape, devices)
-  model = model_lib.EZCLIP(CONFIG)
   tx = optim.make_optimizer(_optim_config(), total_steps=10, warmup_steps=1)
   params = test_model._random_variables(CONFIG)["params"]
-  shardings = train.state_shardings(CONFIG, tx, TRAINABLE, mesh)
-  state = jax.device_put(train.init_train_state(params, tx, TRAINABLE, seed=0), shardings)
-  step = train.make_train_step(model, tx, mesh, shardings, motion_weight=1.0)
+  train_step = step_lib.create_train_step(CONFIG, tx, mesh, params, trainable_patterns=TRAINABLE)
+  state = train_step.state
   losses = []
   for i in range(steps):
-    state, metrics = step(state, _batch(i))
+    state, metrics = train_step.step(state, _batch(i))
     losses.append(float(metrics["loss"]))
   return losses, jax.device_get(state)
 
@@ -98,7 +96,7 @@ def test_batch_without_colour_equals_identity_colour():
   batch = _batch()
   identity = {**batch, "color": np.tile(transforms.NO_COLOR_CHANGE, (len(batch["label"]), 1)).astype(np.float32)}
   plain = {k: v for k, v in batch.items() if k != "color"}
-  loss = jax.jit(lambda b: train.training_loss(params, b, jax.random.key(0), model=model, motion_weight=1.0)[0])
+  loss = jax.jit(lambda b: step_lib.training_loss(params, b, jax.random.key(0), model=model, motion_weight=1.0)[0])
   jittered = float(loss(batch))
   np.testing.assert_allclose(float(loss(plain)), float(loss(identity)), rtol=1e-6)
   assert abs(jittered - float(loss(plain))) > 1e-4  # the jitter in `batch` does change the input

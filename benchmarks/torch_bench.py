@@ -1,6 +1,6 @@
-"""PyTorch half of `python -m ezclip_jax.bench`: times the PyTorch EZ-CLIP forward.
+"""PyTorch half of `python -m benchmarks.bench`: times the PyTorch EZ-CLIP forward.
 
-  python -m convert.torch_bench PRETRAINED_DIR [--batch_sizes 1,2] [--repeats 5]
+  python -m benchmarks.torch_bench PRETRAINED_DIR [--batch_sizes 1,2] [--repeats 5]
 
 Converts the pretrained directory with `convert.flax_to_torch`, loads it into the
 PyTorch EZ-CLIP (`convert.torch_model`) and prints one JSON line:
@@ -17,7 +17,7 @@ import torch
 from convert import flax_to_torch
 from convert import torch_model
 from ezclip_jax import checkpoint
-from ezclip_jax.bench import time_calls
+from benchmarks.bench import time_calls
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
