@@ -120,7 +120,7 @@ def bench_train_step(config: model_lib.ModelConfig, variables: dict, batch: int,
           "text": rng.integers(1, config.vocab_size - 1, (batch, config.context_length)).astype(np.int32)}
   host["text"][:, -1] = config.vocab_size - 1
   jitter = transforms.RandomColorJitter(p=1.0)  # every clip jittered: the device-side worst case
-  host["color"] = np.stack([jitter.random_map({}, rng)["color"] for _ in range(batch)])
+  host["color"] = np.stack([jitter.random_map({"frames": clip}, rng)["color"] for clip in host["video"]])
   device_batch = step_lib.to_global(host, train_step.batch_shardings)
   compiled, compile_s, flops = _compiled(train_step.step, train_step.state, device_batch)
   holder = [train_step.state]

@@ -53,7 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.drop_path_rate = 0.1
   config.model.prompt_dropout = 0.1
   config.model.emb_dropout = 0.0
-  config.model.dtype = "float32"  # bfloat16 on accelerators
+  config.model.dtype = "auto"  # bfloat16 compute on TPUs and GPUs, float32 on CPUs (or float32 / bfloat16)
   config.model.remat = False
 
   config.data = ml_collections.ConfigDict()
@@ -66,6 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.num_crops = 1
   config.data.num_workers = 4
   config.data.color_jitter = True  # torchvision ColorJitter(.4, .4, .2, .1) p=.8 + RandomGrayscale(.2)
+  config.data.color_jitter_per_frame = True  # official: factors and order drawn per frame; False: per clip
   config.data.skip_bad = False
 
   config.optim = ml_collections.ConfigDict()

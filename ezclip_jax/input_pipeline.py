@@ -11,8 +11,8 @@ the sampled frames, after sampling:
 Pipelines follow grain's MapDataset order (shard -> seed/shuffle -> repeat -> transforms ->
 batch -> iterator with worker processes). Host batches are numpy dicts:
   train: `video` uint8 `[B, T, S, S, 3]` (cropped and flipped), `color` float32
-         `[B, transforms.COLOR_SIZE]` (each clip's colour jitter and grayscale, applied on
-         device by `transforms.apply_color`), `label` int32 `[B]`, `index` int32 `[B]`
+         `[B, T, transforms.COLOR_SIZE]` (each frame's colour jitter and grayscale, applied
+         on device by `transforms.apply_color`), `label` int32 `[B]`, `index` int32 `[B]`
          (position in the source), `skipped` int32 `[B]`, and `text` int32 `[B, 77]` if
          prompts are given;
   eval:  `video` uint8 `[B, V, T, S, S, 3]` (V = clips x crops views), `label`, `index`,
@@ -506,7 +506,8 @@ def _to_iter(ds: grain.MapDataset, num_workers: int, num_threads: int, prefetch:
 
 
 def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, crop_size: int = 224,
-                  flip: bool = True, color: bool = True, seed: int = 0, num_epochs: int | None = None,
+                  flip: bool = True, color: bool = True, color_per_frame: bool = True, seed: int = 0,
+                  num_epochs: int | None = None,
                   text_tokens: np.ndarray | None = None, skip_bad: bool = False,
                   shard_options: grain.sharding.ShardOptions | None = None, num_workers: int = 0,
                   num_threads: int = 8, prefetch: int = 16) -> grain.IterDataset:
@@ -519,8 +520,10 @@ def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, c
     crop_size: S, output height and width.
     flip: random horizontal flips (turn off for Something-Something, whose labels say
       "left" and "right").
-    color: draw each clip's colour jitter and grayscale into `color` (applied on device);
-      False leaves the colours and the batch without `color`.
+    color: draw the colour jitter and grayscale into `color` (applied on device); False
+      leaves the colours and the batch without `color`.
+    color_per_frame: jitter factors and order drawn for every frame, as the official code
+      does; False: once per clip.
     seed: shuffling and augmentation seed; each epoch reshuffles.
     num_epochs: epochs to yield; None repeats forever.
     text_tokens: int32 `[K, C, L]` (`text_prompts.build_prompts(...).tokens`) to add one
@@ -547,7 +550,8 @@ def train_dataset(source: Any, *, global_batch_size: int, num_frames: int = 8, c
     ds = ds.random_map(transforms.RandomHorizontalFlip())
   extra = ()
   if color:
-    ds = ds.random_map(transforms.RandomColorJitter()).random_map(transforms.RandomGrayscale())
+    ds = ds.random_map(transforms.RandomColorJitter(per_frame=color_per_frame))
+    ds = ds.random_map(transforms.RandomGrayscale())
     extra = ("color",)
   if text_tokens is not None:
     ds, extra = ds.random_map(PickText(text_tokens)), extra + ("text",)

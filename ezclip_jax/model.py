@@ -83,6 +83,20 @@ TINY = ModelConfig(embed_dim=64, image_resolution=64, vision_layers=2, vision_wi
 ARCHITECTURES = {"ViT-B/32": VIT_B_32, "ViT-B/16": VIT_B_16, "ViT-L/14": VIT_L_14, "tiny": TINY}
 
 
+def resolve_dtype(name: str, platform: str) -> str:
+  """The compute dtype a config names: "auto" is bfloat16 on TPUs and GPUs (the matrix units'
+  fast format) and float32 on CPUs (which have no fast bfloat16 matmuls); any other name is
+  returned unchanged. Parameters, LayerNorms and softmaxes stay float32 whatever it is.
+
+  Args:
+    name: "auto", "float32" or "bfloat16".
+    platform: the devices' platform (`jax.Device.platform`: "cpu", "gpu", "cuda", "rocm", "tpu").
+  """
+  if name != "auto":
+    return name
+  return "float32" if platform == "cpu" else "bfloat16"
+
+
 def drop_path_rates(config: ModelConfig) -> np.ndarray:
   """Per-layer stochastic depth rates: the official linspace(0, rate, vision_layers)."""
   return np.linspace(0.0, config.drop_path_rate, config.vision_layers)

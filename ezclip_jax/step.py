@@ -69,8 +69,8 @@ def training_loss(params: dict, batch: dict, rng: jax.Array, *, model: model_lib
 
   Args:
     params: full params tree.
-    batch: `video` uint8 `[B, T, H, W, 3]`, optional `color` float32 `[B, transforms.COLOR_SIZE]`
-      (each clip's colour jitter, applied here), `label` int32 `[B]`, `text` int32 `[B, L]`
+    batch: `video` uint8 `[B, T, H, W, 3]`, optional `color` float32 `[B, T, transforms.COLOR_SIZE]`
+      (each frame's colour jitter, applied here), `label` int32 `[B]`, `text` int32 `[B, L]`
       (one text of each sample's class, picked by the input pipeline).
     rng: dropout key.
     model: the EZ-CLIP module.
@@ -154,7 +154,7 @@ def make_train_step(model: model_lib.EZCLIP, tx: optax.GradientTransformation, m
 
 
 def train_batch_shardings(mesh: Mesh, keys=TRAIN_KEYS) -> dict:
-  ranks = {"video": 5, "color": 2, "label": 1, "text": 2}
+  ranks = {"video": 5, "color": 3, "label": 1, "text": 2}
   return {key: sharding.batch_sharding(mesh, ranks[key]) for key in keys}
 
 
@@ -193,7 +193,7 @@ def create_train_step(model_config: model_lib.ModelConfig, tx: optax.GradientTra
       describes the state abstractly, for `jit(...).lower(...)` without any arrays.
     trainable_patterns: which params train (`optim.split_params`).
     motion_weight: weight of the motion loss.
-    color: batches carry each clip's colour jitter parameters (`color`).
+    color: batches carry each frame's colour jitter parameters (`color`).
     seed: the run's base key.
 
   Returns:
@@ -217,7 +217,7 @@ def abstract_train_batch(model_config: model_lib.ModelConfig, global_batch: int,
   """The `jax.ShapeDtypeStruct`s of a global training batch, for compiling the step without data."""
   res, frames = model_config.image_resolution, model_config.num_frames
   shapes = {"video": ((global_batch, frames, res, res, 3), jnp.uint8),
-            "color": ((global_batch, transforms.COLOR_SIZE), jnp.float32),
+            "color": ((global_batch, frames, transforms.COLOR_SIZE), jnp.float32),
             "label": ((global_batch,), jnp.int32),
             "text": ((global_batch, model_config.context_length), jnp.int32)}
   return {key: jax.ShapeDtypeStruct(*shapes[key], sharding=s) for key, s in batch_shardings.items()}

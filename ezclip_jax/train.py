@@ -115,8 +115,8 @@ def class_prompts(spec: ml_collections.ConfigDict, official_repo: str, context_l
 
 def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, dict]:
   """The architecture (with this run's regularisation) and starting params."""
-  overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "dtype",
-                                              "remat")}
+  overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "remat")}
+  overrides["dtype"] = model_lib.resolve_dtype(config.model.dtype, jax.devices()[0].platform)
   if config.model.pretrained:
     model, variables = checkpoint.load_pretrained(config.model.pretrained)
     model_config = dataclasses.replace(model.config, **overrides)
@@ -219,7 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   state = train_step.state
   train_iter = iter(input_pipeline.train_dataset(
       source, global_batch_size=config.data.batch_size, num_frames=model_config.num_frames,
-      crop_size=model_config.image_resolution, flip=spec.flip, color=config.data.color_jitter, seed=config.seed,
+      crop_size=model_config.image_resolution, flip=spec.flip, color=config.data.color_jitter,
+      color_per_frame=config.data.color_jitter_per_frame, seed=config.seed,
       text_tokens=prompts.tokens, skip_bad=config.data.skip_bad, num_workers=config.data.num_workers))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)

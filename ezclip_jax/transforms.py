@@ -8,14 +8,14 @@ jitter (p=.8; brightness .4, contrast .4, saturation .2, hue .1) and grayscale (
 evaluation resizes the short side to 256 (bicubic) and centre-crops 224.
 
 Each transform is a grain `Map`/`RandomMap` over an element dict whose `"frames"` entry is
-uint8 `[..., H, W, 3]`; random parameters are drawn once per element, so all frames of a clip
-share one crop, flip and jitter. (The official code draws the jitter anew for every frame; we
-keep a clip's appearance consistent, which motion-sensitive training relies on.) Cropping,
-resizing and flipping run on the host in OpenCV, on the whole clip and into fresh numpy
-arrays. Colour jitter and grayscale are only drawn on the host (into the element's `color`)
-and applied on the accelerator by `apply_color`, which reproduces PIL's arithmetic: on the
-host they cost more than decoding the frames. Evaluation resizing uses PIL so it matches the
-official output.
+uint8 `[..., H, W, 3]`. A clip shares one crop and one flip. Colour jitter is drawn as the
+official code draws it: one p=.8 draw per clip, then torchvision's `ColorJitter` factors and
+order anew for every frame (`RandomColorJitter(per_frame=False)` draws them once per clip);
+grayscale once per clip. Cropping, resizing and flipping run on the host in OpenCV, on the
+whole clip and into fresh numpy arrays. Colour jitter and grayscale are only drawn on the host
+(into the element's `color`) and applied on the accelerator by `apply_color`, which
+reproduces PIL's arithmetic: on the host they cost more than decoding the frames. Evaluation
+resizing uses PIL so it matches the official output.
 """
 
 from collections.abc import Sequence
@@ -208,184 +208,254 @@ def _as_tall_image(frames: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- colour
 #
-# Drawn per clip on the host, applied on the accelerator by `apply_color` (from the train
-# step), where they cost next to nothing beside the model. An element's `color` float32
-# `[COLOR_SIZE]`:
-COLOR_JITTER = 0  # 1: apply the jitter
+# Drawn on the host, applied on the accelerator by `apply_color` (from the train step). An
+# element's `color` is float32 `[T, COLOR_SIZE]`, one row per frame:
+COLOR_JITTER = 0  # 1: apply the jitter (drawn once per clip)
 COLOR_BRIGHTNESS, COLOR_CONTRAST, COLOR_SATURATION = 1, 2, 3  # PIL ImageEnhance factors
 COLOR_HUE_SHIFT = 4  # hue rotation in 1/256 turns, `int(hue_factor * 255) % 256` (torchvision)
 COLOR_ORDER = slice(5, 9)  # the order of the four adjustments, 0-3 as in the lines above
-COLOR_GRAYSCALE = 9  # 1: turn the clip gray (after the jitter)
+COLOR_GRAYSCALE = 9  # 1: turn the frame gray, after the jitter (drawn once per clip)
 COLOR_SIZE = 10
 NO_COLOR_CHANGE = np.array([0, 1, 1, 1, 0, 0, 1, 2, 3, 0], np.float32)
 
 
 def _color(element: dict) -> np.ndarray:
-  return np.array(element.get("color", NO_COLOR_CHANGE), np.float32)
+  """The element's `color` `[T, COLOR_SIZE]` (a copy), identity rows if it has none yet."""
+  if "color" in element:
+    return np.array(element["color"], np.float32)
+  return np.tile(NO_COLOR_CHANGE, (len(element["frames"]), 1))
 
 
 class RandomColorJitter(grain.transforms.RandomMap):
-  """With probability `p`, torchvision `ColorJitter`: factors drawn once per clip, the four
-  adjustments applied in a random order. Writes them into the element's `color`."""
+  """The official `GroupRandomColorJitter`: with probability `p` per clip, torchvision
+  `ColorJitter` on every frame. Writes the parameters into the element's `color`.
+
+  Attributes:
+    per_frame: as the official code, which calls `ColorJitter` once per frame: each frame
+      gets its own factors and its own random order of the four adjustments. False draws one
+      set per clip (every frame adjusted alike).
+  """
 
   def __init__(self, p: float = 0.8, brightness: float = 0.4, contrast: float = 0.4,
-               saturation: float = 0.2, hue: float = 0.1):
+               saturation: float = 0.2, hue: float = 0.1, per_frame: bool = True):
     self.p = p
     self.brightness = brightness
     self.contrast = contrast
     self.saturation = saturation
     self.hue = hue
+    self.per_frame = per_frame
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     color = _color(element)
     if rng.random() < self.p:
-      color[COLOR_JITTER] = 1
-      color[COLOR_ORDER] = rng.permutation(4)
-      color[COLOR_BRIGHTNESS] = rng.uniform(1 - self.brightness, 1 + self.brightness)
-      color[COLOR_CONTRAST] = rng.uniform(1 - self.contrast, 1 + self.contrast)
-      color[COLOR_SATURATION] = rng.uniform(1 - self.saturation, 1 + self.saturation)
-      color[COLOR_HUE_SHIFT] = int(rng.uniform(-self.hue, self.hue) * 255) % 256
+      draws = len(color) if self.per_frame else 1
+      color[:, COLOR_JITTER] = 1
+      color[:, COLOR_ORDER] = rng.permuted(np.tile(np.arange(4), (draws, 1)), axis=1)
+      color[:, COLOR_BRIGHTNESS] = rng.uniform(1 - self.brightness, 1 + self.brightness, draws)
+      color[:, COLOR_CONTRAST] = rng.uniform(1 - self.contrast, 1 + self.contrast, draws)
+      color[:, COLOR_SATURATION] = rng.uniform(1 - self.saturation, 1 + self.saturation, draws)
+      color[:, COLOR_HUE_SHIFT] = (rng.uniform(-self.hue, self.hue, draws) * 255).astype(int) % 256
     return {**element, "color": color}
 
 
 class RandomGrayscale(grain.transforms.RandomMap):
-  """Marks the clip for turning gray with probability `p`, in the element's `color`."""
+  """Marks the whole clip for turning gray with probability `p`, in the element's `color`."""
 
   def __init__(self, p: float = 0.2):
     self.p = p
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     color = _color(element)
-    color[COLOR_GRAYSCALE] = rng.random() < self.p
+    color[:, COLOR_GRAYSCALE] = rng.random() < self.p
     return {**element, "color": color}
 
 
+# On the device, a frame is three planes of whole numbers 0-255 in float32 `[N, H*W]`: a
+# minor axis of 3 channels would be padded to 128 lanes on TPUs, and float32 holds every
+# integer these formulas reach (below 2^24) exactly, which integer division (emulated on
+# TPUs, slow to compile) and gathers (per-pixel `take_along_axis`: 430 GB of memory traffic
+# for 16 frames of 224x224 on a v5e) would not do cheaply.
+Planes = tuple[jax.Array, jax.Array, jax.Array]
+
+
 def apply_color(video: jax.Array, color: jax.Array) -> jax.Array:
-  """Applies each clip's `color` parameters as torchvision does to PIL images.
+  """Applies each frame's `color` parameters as torchvision does to PIL images.
 
   Every frame gets PIL's `ImageEnhance` brightness, contrast (blend with the frame's mean
-  gray level) and colour (saturation), and torchvision's 8-bit HSV hue rotation, each
-  rounded to uint8 as PIL does; then, if marked, PIL's `convert("L")` gray. The HSV
-  conversions are PIL's formulas evaluated exactly in integers, so they give the same
-  pixels on every backend; PIL's own float evaluation lands one hue step lower on the 0.3%
-  of colours whose hue is a whole step.
+  gray level) and colour (saturation), and torchvision's 8-bit HSV hue rotation, in the
+  frame's order, each rounded to uint8 as PIL does; then, if marked, PIL's `convert("L")`
+  gray. PIL's integer formulas are evaluated exactly, so every backend gives the same
+  pixels; PIL's own float evaluation lands one hue step lower on the 0.3% of colours whose
+  hue is a whole step.
 
   Args:
     video: uint8 `[B, T, H, W, 3]`.
-    color: float32 `[B, COLOR_SIZE]` (see `RandomColorJitter`, `RandomGrayscale`).
+    color: float32 `[B, T, COLOR_SIZE]` (see `RandomColorJitter`, `RandomGrayscale`).
 
   Returns:
     uint8 `[B, T, H, W, 3]`.
   """
-  return jax.vmap(_color_clip)(video, color)
+  planes = _to_planes(video)
+  params = color.reshape(-1, COLOR_SIZE)[:, :, None]  # [N, COLOR_SIZE, 1]: broadcasts over pixels
+  order = params[:, COLOR_ORDER, 0].astype(jnp.int32)
+  # The order is data, so the costly hue rotation runs once, at each frame's own position,
+  # with the blends before and after it chosen per position.
+  hue_at = jnp.argmax(order == _HUE, axis=1)[:, None]
+  jittered = planes
+  factors = params[:, COLOR_BRIGHTNESS:COLOR_SATURATION + 1, 0]
+
+  def enhance_at(planes, position):
+    op = order[:, position, None]
+    return _enhance(planes, op, jnp.take_along_axis(factors, jnp.minimum(op, 2), axis=1))
+
+  for position in range(3):
+    jittered = _where(position < hue_at, enhance_at(jittered, position), jittered)
+  jittered = _adjust_hue(jittered, params[:, COLOR_HUE_SHIFT])
+  for position in range(1, 4):
+    jittered = _where(position > hue_at, enhance_at(jittered, position), jittered)
+  planes = _where(params[:, COLOR_JITTER] > 0, jittered, planes)
+  planes = _where(params[:, COLOR_GRAYSCALE] > 0, (_luma(planes),) * 3, planes)
+  return _from_planes(planes, video.shape)
 
 
 _HUE = 3  # The hue rotation's number in `COLOR_ORDER`; 0-2 are the three blends.
 
 
-def _color_clip(clip: jax.Array, color: jax.Array) -> jax.Array:
-  # The order is data: under vmap every branch of a switch would run at every position. So the
-  # costly hue rotation runs once, with the blends before and after it chosen per position.
-  order = color[COLOR_ORDER].astype(jnp.int32)
-  hue_at = jnp.argmax(order == _HUE)
-  jittered = clip
-  for position in range(3):
-    jittered = jnp.where(position < hue_at, _enhance(jittered, order[position], color), jittered)
-  jittered = adjust_hue(jittered, color[COLOR_HUE_SHIFT])
-  for position in range(1, 4):
-    jittered = jnp.where(position > hue_at, _enhance(jittered, order[position], color), jittered)
-  clip = jnp.where(color[COLOR_JITTER] > 0, jittered, clip)
-  return jnp.where(color[COLOR_GRAYSCALE] > 0, to_grayscale(clip), clip)
+def _to_planes(frames: jax.Array) -> Planes:
+  """uint8 `[..., H, W, 3]` -> three float32 `[N, H*W]` planes."""
+  flat = frames.reshape(-1, frames.shape[-3] * frames.shape[-2], 3).astype(jnp.float32)
+  return flat[..., 0], flat[..., 1], flat[..., 2]
 
 
-def _enhance(frames: jax.Array, op: jax.Array, color: jax.Array) -> jax.Array:
-  """Brightness, contrast or saturation (`op` 0, 1, 2): the PIL blend with black, the frame's
-  mean gray or each pixel's gray, as `adjust_brightness` / `_contrast` / `_saturation`."""
-  luma = _luma(frames)
-  pixels = luma.shape[-1] * luma.shape[-2]
-  mean = (2 * luma.sum(axis=(-2, -1)) + pixels) // (2 * pixels)
-  degenerate = jnp.where(op == 0, 0, jnp.where(op == 1, mean[..., None, None], luma))
-  return _blend(degenerate[..., None], frames, color[COLOR_BRIGHTNESS + op])
+def _from_planes(planes: Planes, shape: tuple[int, ...]) -> jax.Array:
+  return jnp.stack(planes, axis=-1).astype(jnp.uint8).reshape(shape)
 
 
-def _luma(frames: jax.Array) -> jax.Array:
-  """PIL's `convert("L")`: ITU-R 601-2 luma in 16-bit fixed point, `[..., 3]` -> int32 `[...]`."""
-  x = frames.astype(jnp.int32)
-  return (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+def _where(condition: jax.Array, if_true: Planes, if_false: Planes) -> Planes:
+  return tuple(jnp.where(condition, a, b) for a, b in zip(if_true, if_false))
 
 
-def _blend(degenerate: jax.Array, frames: jax.Array, factor: jax.Array) -> jax.Array:
-  """PIL's `Image.blend(degenerate, frames, factor)`: `d + factor * (x - d)` in float32,
-  clipped and truncated."""
-  d = degenerate.astype(jnp.float32)
-  delta = frames.astype(jnp.float32) - d
+def _luma(planes: Planes) -> jax.Array:
+  """PIL's `convert("L")`: ITU-R 601-2 luma in 16-bit fixed point (exact: every term < 2^24)."""
+  r, g, b = planes
+  return jnp.floor((r * 19595 + g * 38470 + b * 7471 + 0x8000) / 65536)
+
+
+def _enhance(planes: Planes, op, factor: jax.Array) -> Planes:
+  """Brightness, contrast or saturation (`op` 0, 1, 2, or `[N, 1]` of them): PIL's blend with
+  black, the frame's mean gray (`int(mean + .5)`) or each pixel's gray, by `factor` `[N, 1]`."""
+  luma = _luma(planes)
+  pixels = luma.shape[-1]
+  total = luma.astype(jnp.int32).sum(axis=-1, keepdims=True)
+  mean = _round_div(total, pixels).astype(jnp.float32)
+  degenerate = jnp.where(op == 0, 0.0, jnp.where(op == 1, mean, luma))
+  return tuple(_blend(degenerate, x, factor) for x in planes)
+
+
+def _floor_div(numerator: jax.Array, divisor) -> jax.Array:
+  """Exact `numerator // divisor` of non-negative whole numbers: int32, or float32 below 2^24.
+
+  A float estimate (off by at most one: the division or the int32 -> float32 rounding may
+  miss by an ulp), corrected by its remainder.
+  """
+  quotient = jnp.floor(numerator.astype(jnp.float32) / divisor).astype(numerator.dtype)
+  remainder = numerator - quotient * divisor
+  return quotient - (remainder < 0) + (remainder >= divisor)
+
+
+def _round_div(numerator: jax.Array, divisor) -> jax.Array:
+  """`round(numerator / divisor)`, halves up, exactly (as `_floor_div`)."""
+  quotient = _floor_div(numerator, divisor)
+  return quotient + (2 * (numerator - quotient * divisor) >= divisor)
+
+
+def _blend(degenerate: jax.Array, x: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL's `Image.blend(degenerate, x, factor)`: `d + factor * (x - d)` in float32, clipped and
+  truncated."""
+  delta = x - degenerate
   # PIL rounds the product before adding; XLA fuses multiply-adds, which moves results that
   # are whole numbers to just below them. Halves of 12 significant bits multiply exactly, so
   # their sum is the rounded product under either evaluation.
   bits = jax.lax.bitcast_convert_type(jnp.asarray(factor, jnp.float32), jnp.uint32)
   high = jax.lax.bitcast_convert_type(bits & jnp.uint32(0xFFFFF000), jnp.float32)
   product = high * delta + (factor - high) * delta
-  return jnp.clip(jnp.floor(d + product), 0, 255).astype(frames.dtype)
+  return jnp.clip(jnp.floor(degenerate + product), 0, 255)
 
 
-def adjust_brightness(frames: jax.Array, factor: jax.Array) -> jax.Array:
-  """PIL `ImageEnhance.Brightness`: blend with black. uint8 `[..., H, W, 3]`."""
-  return _blend(jnp.zeros_like(frames), frames, factor)
+def _adjust_hue(planes: Planes, shift: jax.Array) -> Planes:
+  """torchvision's PIL `adjust_hue`: rotate PIL's 8-bit HSV hue by `shift` `[N, 1]` / 256 of a turn."""
+  hue, saturation, value = _rgb_to_hsv(planes)
+  hue = hue + shift
+  return _hsv_to_rgb(jnp.where(hue >= 256, hue - 256, hue), saturation, value)
 
 
-def adjust_contrast(frames: jax.Array, factor: jax.Array) -> jax.Array:
-  """PIL `ImageEnhance.Contrast`: blend each image with its mean gray level, rounded."""
-  luma = _luma(frames)
-  pixels = luma.shape[-1] * luma.shape[-2]
-  mean = (2 * luma.sum(axis=(-2, -1)) + pixels) // (2 * pixels)
-  return _blend(mean[..., None, None, None], frames, factor)
-
-
-def adjust_saturation(frames: jax.Array, factor: jax.Array) -> jax.Array:
-  """PIL `ImageEnhance.Color`: blend every pixel with its own gray level."""
-  return _blend(_luma(frames)[..., None], frames, factor)
-
-
-def adjust_hue(frames: jax.Array, shift: jax.Array) -> jax.Array:
-  """torchvision's PIL `adjust_hue`: rotate PIL's 8-bit HSV hue by `shift` / 256 of a turn."""
-  hue, saturation, value = _rgb_to_hsv(frames.astype(jnp.int32))
-  rgb = _hsv_to_rgb((hue + shift.astype(jnp.int32)) % 256, saturation, value)
-  return rgb.astype(frames.dtype)
-
-
-def to_grayscale(frames: jax.Array) -> jax.Array:
-  """PIL's `convert("L")` replicated to 3 channels."""
-  return jnp.repeat(_luma(frames)[..., None], 3, axis=-1).astype(frames.dtype)
-
-
-def _rgb_to_hsv(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """PIL's 8-bit HSV of int32 `[..., 3]`: hue in 1/255 turns and saturation, both truncated."""
-  r, g, b = x[..., 0], x[..., 1], x[..., 2]
-  value = jnp.max(x, axis=-1)
-  chroma = value - jnp.min(x, axis=-1)
+def _rgb_to_hsv(planes: Planes) -> Planes:
+  """PIL's 8-bit HSV: hue in 1/255 turns and saturation, both truncated."""
+  r, g, b = planes
+  value = jnp.maximum(jnp.maximum(r, g), b)
+  chroma = value - jnp.minimum(jnp.minimum(r, g), b)
   # The hue in units of chroma / 6 of a turn.
   sixths = jnp.where(r == value, g - b, jnp.where(g == value, 2 * chroma + b - r, 4 * chroma + r - g))
   sixths = jnp.where(sixths < 0, sixths + 6 * chroma, sixths)
   gray = chroma == 0
-  hue = jnp.where(gray, 0, 255 * sixths // (6 * jnp.maximum(chroma, 1)))
-  saturation = jnp.where(gray, 0, 255 * chroma // jnp.maximum(value, 1))
+  hue = jnp.where(gray, 0.0, _floor_div(255 * sixths, 6 * jnp.maximum(chroma, 1)))
+  saturation = jnp.where(gray, 0.0, _floor_div(255 * chroma, jnp.maximum(value, 1)))
   return hue, saturation, value
 
 
-# For each sixth of the hue circle, which of (v, p, q, t) are red, green and blue.
-_SECTOR_RGB = np.array([[0, 3, 1], [2, 0, 1], [1, 0, 3], [1, 2, 0], [3, 1, 0], [0, 1, 2]])
-
-
-def _hsv_to_rgb(hue: jax.Array, saturation: jax.Array, value: jax.Array) -> jax.Array:
-  """PIL's HSV -> RGB, `p, q, t = round(v * (1 - s * ...))` computed as exact fractions."""
-  sector = 6 * hue // 255
+def _hsv_to_rgb(hue: jax.Array, saturation: jax.Array, value: jax.Array) -> Planes:
+  """PIL's HSV -> RGB: `p, q, t = round(v * (1 - s * ...))`, computed as exact fractions."""
+  sector = _floor_div(6 * hue, 255)
   rest = 6 * hue - 255 * sector  # the fraction f of the sector, in 1/255
+  sector = jnp.where(sector == 6, 0, sector)
   v, s = value, saturation
-  p = (2 * v * (255 - s) + 255) // 510
-  q = (2 * v * (65025 - s * rest) + 65025) // 130050
-  t = (2 * v * (65025 - s * (255 - rest)) + 65025) // 130050
-  candidates = jnp.stack([v, p, q, t], axis=-1)
-  return jnp.take_along_axis(candidates, jnp.asarray(_SECTOR_RGB)[sector % 6], axis=-1)
+  p = _round_div(v * (255 - s), 255)
+  q = _round_div(v * (65025 - s * rest), 65025)
+  t = _round_div(v * (65025 - s * (255 - rest)), 65025)
+
+  def pick(*by_sector):  # the channel's value in each of the six sectors
+    out = by_sector[5]
+    for k in range(5):
+      out = jnp.where(sector == k, by_sector[k], out)
+    return out
+
+  return pick(v, q, p, p, t, v), pick(t, v, v, q, p, p), pick(p, p, t, v, v, q)
+
+
+def _on_frames(planar_fn):
+  """A planes -> planes function as uint8 `[..., H, W, 3]` -> uint8 `[..., H, W, 3]`."""
+
+  def apply(frames: jax.Array, *args) -> jax.Array:
+    n = int(np.prod(frames.shape[:-3]))
+    args = [jnp.broadcast_to(jnp.asarray(a, jnp.float32).reshape(-1, 1), (n, 1)) for a in args]
+    return _from_planes(planar_fn(_to_planes(frames), *args), frames.shape)
+
+  return apply
+
+
+def adjust_brightness(frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL `ImageEnhance.Brightness` of uint8 `[..., H, W, 3]`: blend with black."""
+  return _on_frames(lambda planes, f: _enhance(planes, 0, f))(frames, factor)
+
+
+def adjust_contrast(frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL `ImageEnhance.Contrast`: blend each image with its mean gray level, rounded."""
+  return _on_frames(lambda planes, f: _enhance(planes, 1, f))(frames, factor)
+
+
+def adjust_saturation(frames: jax.Array, factor: jax.Array) -> jax.Array:
+  """PIL `ImageEnhance.Color`: blend every pixel with its own gray level."""
+  return _on_frames(lambda planes, f: _enhance(planes, 2, f))(frames, factor)
+
+
+def adjust_hue(frames: jax.Array, shift: jax.Array) -> jax.Array:
+  """torchvision's PIL `adjust_hue` of uint8 `[..., H, W, 3]` by `shift` / 256 of a turn."""
+  return _on_frames(_adjust_hue)(frames, shift)
+
+
+def to_grayscale(frames: jax.Array) -> jax.Array:
+  """PIL's `convert("L")` replicated to 3 channels."""
+  return _on_frames(lambda planes: (_luma(planes),) * 3)(frames)
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:

@@ -177,7 +177,7 @@ def test_train_epochs_and_texts(frames_source):
   batch = batches[0]
   assert batch["video"].shape == (5, 4, 32, 32, 3) and batch["video"].dtype == np.uint8
   assert batch["label"].dtype == np.int32 and batch["text"].shape == (5, 77)
-  assert batch["color"].shape == (5, 10) and batch["color"].dtype == np.float32  # applied on device
+  assert batch["color"].shape == (5, 4, 10) and batch["color"].dtype == np.float32  # per frame, applied on device
   for label, text in zip(batch["label"], batch["text"]):
     assert any(np.array_equal(text, tokens[k, label]) for k in range(16))
   index = np.concatenate([b["index"] for b in batches])
@@ -367,7 +367,10 @@ def test_train_without_colour_jitter(frames_source):
   kwargs = dict(global_batch_size=5, num_epochs=1, seed=3, shard_options=NO_SHARDING, **SMALL)
   plain = next(iter(input_pipeline.train_dataset(frames_source, color=False, **kwargs)))
   jittered = next(iter(input_pipeline.train_dataset(frames_source, **kwargs)))
+  per_clip = next(iter(input_pipeline.train_dataset(frames_source, color_per_frame=False, **kwargs)))
   assert "color" not in plain and "color" in jittered
+  np.testing.assert_array_equal(per_clip["color"], np.repeat(per_clip["color"][:, :1], 4, axis=1))
+  assert (jittered["color"][:, 1:, 1:9] != jittered["color"][:, :1, 1:9]).any()
   # The colour draws come after the crop and flip, so the same seed gives the same pixels.
   np.testing.assert_array_equal(plain["video"], jittered["video"])
   np.testing.assert_array_equal(plain["index"], jittered["index"])

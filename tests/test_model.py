@@ -194,3 +194,11 @@ def test_config_json_round_trip_and_unknown_key():
   assert model_lib.ModelConfig.from_json(TINY.to_json()) == TINY
   with pytest.raises(ValueError, match="nonsense"):
     model_lib.ModelConfig.from_json('{"nonsense": 1}')
+
+
+def test_auto_dtype_is_bfloat16_on_accelerators_and_float32_on_cpus():
+  assert model_lib.resolve_dtype("auto", "tpu") == "bfloat16"
+  assert model_lib.resolve_dtype("auto", "gpu") == model_lib.resolve_dtype("auto", "cuda") == "bfloat16"
+  assert model_lib.resolve_dtype("auto", "cpu") == "float32"
+  assert model_lib.resolve_dtype("float32", "tpu") == "float32"
+  assert model_lib.resolve_dtype("bfloat16", "cpu") == "bfloat16"

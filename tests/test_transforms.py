@@ -1,5 +1,6 @@
 """Tests for ezclip_jax/transforms.py against hand-derived official values and PIL references."""
 
+import collections
 import itertools
 
 import jax
@@ -130,54 +131,118 @@ def test_crop_resize_matches_pil():
 _apply_color = jax.jit(transforms.apply_color)
 
 
-def _train_chain(element, seed):
+def _train_chain(element, seed, per_frame=True):
   rng = np.random.default_rng(seed)
   for transform in (transforms.RandomMultiScaleCrop(32), transforms.RandomHorizontalFlip(),
-                    transforms.RandomColorJitter(), transforms.RandomGrayscale()):
+                    transforms.RandomColorJitter(per_frame=per_frame), transforms.RandomGrayscale()):
     element = transform.random_map(element, rng)
-  assert element["color"].shape == (transforms.COLOR_SIZE,)
+  assert element["color"].shape == (len(element["frames"]), transforms.COLOR_SIZE)
   return np.asarray(_apply_color(element["frames"][None], element["color"][None]))[0]
 
 
-def test_one_clip_shares_one_crop_flip_and_jitter():
+def test_one_clip_shares_one_crop_and_flip_and_per_clip_jitter():
   clip = _textured_clip(num_frames=4)
   outputs = []
   for seed in range(12):
-    out = _train_chain({"frames": clip}, seed)
+    out = _train_chain({"frames": clip}, seed, per_frame=False)
     assert out.shape == (4, 32, 32, 3) and out.dtype == np.uint8
     # Each frame alone, with the same random draws, gets exactly what it got inside the clip:
-    # nothing was drawn per frame.
+    # with per-clip jitter nothing was drawn per frame.
     for t in range(4):
-      np.testing.assert_array_equal(_train_chain({"frames": clip[t:t + 1]}, seed)[0], out[t])
-    same = _train_chain({"frames": np.repeat(clip[:1], 4, axis=0)}, seed)
+      np.testing.assert_array_equal(_train_chain({"frames": clip[t:t + 1]}, seed, per_frame=False)[0], out[t])
+    same = _train_chain({"frames": np.repeat(clip[:1], 4, axis=0)}, seed, per_frame=False)
     assert all(np.array_equal(same[0], f) for f in same)
     outputs.append(out)
   assert len({o.tobytes() for o in outputs}) == 12
 
 
-def test_flip():
-  clip = _textured_clip()
-  flipped = transforms.RandomHorizontalFlip(p=1.0).random_map({"frames": clip}, np.random.default_rng(0))
-  np.testing.assert_array_equal(flipped["frames"], clip[:, :, ::-1])
-  kept = transforms.RandomHorizontalFlip(p=0.0).random_map({"frames": clip}, np.random.default_rng(0))
-  np.testing.assert_array_equal(kept["frames"], clip)
+def test_per_frame_jitter_adjusts_each_frame_of_a_clip_its_own_way():
+  still = np.repeat(_textured_clip(num_frames=1), 4, axis=0)  # four identical frames
+  differing = 0
+  for seed in range(12):
+    out = _train_chain({"frames": still}, seed)
+    rng = np.random.default_rng(seed)  # the same draws: was this clip jittered and not grayed?
+    for transform in (transforms.RandomMultiScaleCrop(32), transforms.RandomHorizontalFlip()):
+      transform.random_map({"frames": still}, rng)
+    jittered = rng.random() < 0.8
+    differing += jittered and len({f.tobytes() for f in out}) == 4
+    if not jittered:
+      assert all(np.array_equal(out[0], f) for f in out)
+  assert differing >= 6
 
 
-def test_colour_parameters_follow_the_official_distributions():
-  rng = np.random.default_rng(0)
-  jitter, gray = transforms.RandomColorJitter(), transforms.RandomGrayscale()
-  colors = np.stack([gray.random_map(jitter.random_map({}, rng), rng)["color"] for _ in range(4000)])
-  assert colors.dtype == np.float32 and colors.shape == (4000, 10)
-  jittered = colors[:, 0] == 1
-  assert abs(jittered.mean() - 0.8) < 0.03 and abs(colors[:, 9].mean() - 0.2) < 0.03
-  np.testing.assert_array_equal(colors[~jittered, :9], np.tile([0, 1, 1, 1, 0, 0, 1, 2, 3], (sum(~jittered), 1)))
-  drawn = colors[jittered]
+def _draw_colors(clips=3000, frames=8, per_frame=True, seed=0):
+  rng = np.random.default_rng(seed)
+  jitter, gray = transforms.RandomColorJitter(per_frame=per_frame), transforms.RandomGrayscale()
+  element = {"frames": np.zeros((frames, 1, 1, 3), np.uint8)}
+  return np.stack([gray.random_map(jitter.random_map(element, rng), rng)["color"] for _ in range(clips)])
+
+
+def _ks_uniform(values, low, high):
+  """Kolmogorov-Smirnov distance between the values' ECDF and U(low, high)."""
+  x = np.sort(values)
+  cdf = (x - low) / (high - low)
+  n = len(x)
+  return max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+
+
+def _check_torchvision_color_jitter_statistics(colors):
+  clips, frames, _ = colors.shape
+  assert colors.dtype == np.float32 and colors.shape[2] == 10
+  # One p=0.8 jitter draw and one p=0.2 grayscale draw per clip, shared by its frames.
+  for column, p in ((0, 0.8), (9, 0.2)):
+    assert (colors[:, :, column] == colors[:, :1, column]).all(), f"column {column} varies within a clip"
+    assert abs(colors[:, 0, column].mean() - p) < 4 * np.sqrt(p * (1 - p) / clips)
+  jittered = colors[:, 0, 0] == 1
+  np.testing.assert_array_equal(colors[~jittered][:, :, :9], np.broadcast_to(
+      [0, 1, 1, 1, 0, 0, 1, 2, 3], (sum(~jittered), frames, 9)))
+  drawn = colors[jittered]  # [clips, T, 10]
+  flat = drawn.reshape(-1, 10)
+  n = len(flat)
   for column, (low, high) in ((1, (0.6, 1.4)), (2, (0.6, 1.4)), (3, (0.8, 1.2))):
-    assert low <= drawn[:, column].min() < low + 0.01 and high - 0.01 < drawn[:, column].max() <= high
-  # int(uniform(-.1, .1) * 255) % 256: rotations of -25..25 steps.
-  assert set(drawn[:, 4].astype(int)) == set(range(26)) | set(range(231, 256))
-  orders = {tuple(row) for row in drawn[:, 5:9].astype(int)}
-  assert len(orders) == 24 and all(sorted(order) == [0, 1, 2, 3] for order in orders)
+    values = flat[:, column]
+    assert low <= values.min() < low + 0.005 and high - 0.005 < values.max() <= high, column
+    assert _ks_uniform(values, low, high) < 1.95 / np.sqrt(n), column  # KS test at 0.1%
+    # Independent across the frames of a clip: neighbours uncorrelated.
+    corr = np.corrcoef(drawn[:, :-1, column].ravel(), drawn[:, 1:, column].ravel())[0, 1]
+    assert abs(corr) < 4 / np.sqrt(n), (column, corr)
+  # torchvision: int(uniform(-.1, .1) * 255) % 256 of uniform(-25.5, 25.5): rotations of
+  # -25..25 steps. Truncation towards zero gives 0 the width (-1, 1), +-25 only half a step.
+  shifts = flat[:, 4].astype(int)
+  assert set(shifts) == set(range(26)) | set(range(231, 256))
+  widths = np.zeros(256)
+  widths[np.r_[1:25, 232:256]], widths[[25, 231]], widths[0] = 1, 0.5, 2
+  expected = n * widths / 51
+  counts = np.bincount(shifts, minlength=256)
+  assert (np.abs(counts - expected) < 5 * np.sqrt(expected) + 1).all()
+  # The order: one of the 24 permutations, uniformly, drawn anew for every frame.
+  orders = [tuple(row) for row in flat[:, 5:9].astype(int)]
+  assert all(sorted(order) == [0, 1, 2, 3] for order in orders)
+  counts = np.array(list(collections.Counter(orders).values()))
+  assert len(counts) == 24 and np.abs(counts - n / 24).max() < 5 * np.sqrt(n / 24)
+  same_as_next = (drawn[:, :-1, 5:9] == drawn[:, 1:, 5:9]).all(axis=-1).mean()
+  assert abs(same_as_next - 1 / 24) < 0.01
+
+
+def test_per_frame_colour_parameters_follow_torchvision_color_jitter():
+  _check_torchvision_color_jitter_statistics(_draw_colors())
+
+
+@pytest.mark.parametrize("broken", ["per_clip", "fixed_order", "wrong_range", "per_frame_grayscale"])
+def test_the_colour_statistics_check_catches_a_wrong_jitter(broken):
+  colors = _draw_colors(clips=1500)
+  rng = np.random.default_rng(1)
+  jittered = colors[:, 0, 0] == 1
+  if broken == "per_clip":
+    colors = _draw_colors(clips=1500, per_frame=False)
+  elif broken == "fixed_order":
+    colors[jittered, :, 5:9] = [3, 0, 1, 2]
+  elif broken == "wrong_range":
+    colors[jittered, :, 3] = rng.uniform(0.6, 1.4, colors[jittered, :, 3].shape)
+  else:
+    colors[:, :, 9] = rng.random(colors.shape[:2]) < 0.2
+  with pytest.raises(AssertionError):
+    _check_torchvision_color_jitter_statistics(colors)
 
 
 def _pil_frames(clip, op):
@@ -244,17 +309,18 @@ def _color(order=(), brightness=1.0, contrast=1.0, saturation=1.0, hue_shift=0, 
 
 
 def _pil_color(clip, color):
-  """torchvision's ColorJitter (adjustments in the given order) and RandomGrayscale, per frame."""
-  adjust = (lambda im: ImageEnhance.Brightness(im).enhance(float(color[1])),
-            lambda im: ImageEnhance.Contrast(im).enhance(float(color[2])),
-            lambda im: ImageEnhance.Color(im).enhance(float(color[3])),
-            lambda im: _pil_hue(im, int(color[4])))
+  """torchvision's ColorJitter (adjustments in the given order) and RandomGrayscale, frame by
+  frame with each frame's own `color` row (`color` `[T, 10]`, or one row for every frame)."""
   frames = []
-  for frame in clip:
+  for frame, row in zip(clip, np.broadcast_to(color, (len(clip), 10))):
+    adjust = (lambda im: ImageEnhance.Brightness(im).enhance(float(row[1])),
+              lambda im: ImageEnhance.Contrast(im).enhance(float(row[2])),
+              lambda im: ImageEnhance.Color(im).enhance(float(row[3])),
+              lambda im: _pil_hue(im, int(row[4])))
     image = Image.fromarray(frame)
-    for op in color[5:9].astype(int) if color[0] else ():
+    for op in row[5:9].astype(int) if row[0] else ():
       image = adjust[op](image)
-    if color[9]:
+    if row[9]:
       image = image.convert("L").convert("RGB")
     frames.append(np.asarray(image))
   return np.stack(frames).astype(int)
@@ -264,31 +330,60 @@ COLORS = [_color((0, 1, 2, 3), 1.3, 0.7, 1.15, 250), _color((3, 2, 1, 0), 1.3, 0
           _color((1, 3, 0, 2), 0.65, 1.35, 0.85, 9), _color((2, 0, 3, 1), 0.9, 1.2, 1.1, 0, grayscale=1)]
 
 
+def _per_clip(colors, frames):
+  return np.repeat(np.stack(colors)[:, None], frames, axis=1)
+
+
 def test_apply_color_matches_pil_per_clip():
   clips = np.stack([_textured_clip(num_frames=2, height=48, width=64, seed=seed) for seed in range(6)])
-  colors = np.stack(COLORS + [_color(), _color(grayscale=1)])
-  out = np.asarray(jax.jit(transforms.apply_color)(clips, colors))
+  colors = _per_clip(COLORS + [_color(), _color(grayscale=1)], 2)
+  out = np.asarray(_apply_color(clips, colors))
   assert out.shape == clips.shape and out.dtype == np.uint8
   for clip, color, result in zip(clips, colors, out):
     _assert_close_to_pil_hue(result, _pil_color(clip, color), fraction=0.01)  # later steps may spread a hue step
   np.testing.assert_array_equal(out[4], clips[4])
   np.testing.assert_array_equal(out[5], _pil_color(clips[5], colors[5]))
   # The first two parameter sets differ only in the order, which the comparison notices.
-  reordered = np.asarray(transforms.apply_color(clips[:1], colors[1:2]))[0]
+  reordered = np.asarray(_apply_color(clips[:1], colors[1:2]))[0]
   with pytest.raises(AssertionError):
     _assert_close_to_pil_hue(reordered, _pil_color(clips[0], colors[0]), fraction=0.01)
 
 
+def test_apply_color_matches_pil_with_each_frame_its_own_parameters():
+  rng = np.random.default_rng(3)
+  clips = np.stack([_textured_clip(num_frames=4, height=40, width=56, seed=seed) for seed in range(3)])
+  jitter = transforms.RandomColorJitter(p=1.0)
+  colors = np.stack([jitter.random_map({"frames": clip}, rng)["color"] for clip in clips])
+  assert len({row.tobytes() for row in colors.reshape(-1, 10)}) == 12
+  out = np.asarray(_apply_color(clips, colors))
+  for clip, color, result in zip(clips, colors, out):
+    _assert_close_to_pil_hue(result, _pil_color(clip, color), fraction=0.01)
+  # Frame 0's parameters on every frame: not what PIL gives with each frame's own.
+  shared = np.asarray(_apply_color(clips[:1], np.repeat(colors[:1, :1], 4, axis=1)))[0]
+  with pytest.raises(AssertionError):
+    _assert_close_to_pil_hue(shared, _pil_color(clips[0], colors[0]), fraction=0.01)
+
+
 def test_apply_color_matches_pil_in_every_order():
   orders = list(itertools.permutations(range(4)))
-  clips = np.stack([_textured_clip(num_frames=1, height=24, width=32, seed=seed) for seed in range(len(orders))])
-  colors = np.stack([_color(order, 1.25, 0.75, 1.3, 40) for order in orders])
-  out = np.asarray(jax.jit(transforms.apply_color)(clips, colors))
-  for clip, color, result, order in zip(clips, colors, out, orders):
+  clips = _textured_clip(num_frames=len(orders), height=48, width=64)[None]  # one frame per order
+  colors = np.stack([_color(order, 1.25, 0.75, 1.3, 40) for order in orders])[None]
+  out = np.asarray(_apply_color(clips, colors))[0]
+  for t, order in enumerate(orders):
     try:
-      _assert_close_to_pil_hue(result, _pil_color(clip, color), fraction=0.01)
+      _assert_close_to_pil_hue(out[t:t + 1], _pil_color(clips[0, t:t + 1], colors[0, t]), fraction=0.01)
     except AssertionError as e:
       raise AssertionError(f"order {order}") from e
+
+
+def test_contrast_is_exact_at_full_resolution():
+  # 336x336 frames: the contrast mean sums more gray levels than float32 holds exactly
+  # (255 * 336^2 > 2^24).
+  for size in (224, 336):
+    clip = _textured_clip(num_frames=2, height=size, width=size, seed=size)
+    for factor in (0.61, 1.37):
+      out = np.asarray(jax.jit(transforms.adjust_contrast)(clip, np.float32(factor)))
+      np.testing.assert_array_equal(out, _pil_frames(clip, lambda im: ImageEnhance.Contrast(im).enhance(factor)))
 
 
 def test_eval_transform_equals_pil_reference():
