@@ -49,14 +49,6 @@ from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
 from ezclip_jax import text_prompts
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_TOPOLOGY = flags.DEFINE_string("topology", None, "libtpu topology name, e.g. v5e:2x4; default: this machine.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Compile the train step or the eval step.")
-_MAX_BATCH = flags.DEFINE_bool("max-batch", False, "Also search the largest per-chip batch that fits in HBM.")
-_JSON = flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table.")
-_HBM_GIB = flags.DEFINE_float("hbm-gib", None, "HBM per chip to plan for, in GiB (default: the chip's).")
-flags.mark_flags_as_required(["config"])
-
 GIB = 2**30
 # The eval step scores each batch against every class text: 16 templates x 400 classes
 # (Kinetics-400) here; the text tower runs once per evaluation, not per step.
@@ -132,8 +124,15 @@ class Target:
     return len({d.process_index for d in self.devices})
 
 
+_TOPOLOGY_NAME = re.compile(r"^[a-z0-9]+:[0-9]+(x[0-9]+){1,2}$")
+_TOPOLOGY_EXAMPLES = ("expected libtpu's name of the slice, e.g. v4:2x2x1 (Cloud's v4-8), v5e:2x4 (v5e-8), "
+                      "v5e:8x8 (v5e-64), v5p:2x2x1 (v5p-8) or v6e:2x4 (v6e-8)")
+
+
 def tpu_topology_devices(topology: str) -> list:
   """The devices of a TPU slice, from libtpu's description of `topology` (no TPU needed)."""
+  if not _TOPOLOGY_NAME.match(topology):
+    raise PlanError(f"--topology={topology}: {_TOPOLOGY_EXAMPLES}")
   try:
     import libtpu  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
@@ -148,7 +147,7 @@ def tpu_topology_devices(topology: str) -> list:
     return topologies.get_topology_desc(platform="tpu", topology_name=topology, **options).devices
   except jax.errors.JaxRuntimeError as e:
     raise PlanError(f"--topology={topology}: libtpu does not know this slice ({str(e).splitlines()[0]}); "
-                    "expected a name such as v4:2x2x1, v5e:2x4, v5e:8x8, v5p:2x2x1 or v6e:2x4") from None
+                    f"{_TOPOLOGY_EXAMPLES}") from None
 
 
 def _chip(device_kind: str) -> Chip | None:
@@ -578,42 +577,59 @@ class Planner:
     return make_plan(self.config, self.target, self.mode, compiled, self.mesh, self.model_config)
 
 
-def _out_of_memory(error: Exception) -> bool:
+def out_of_memory(error: Exception) -> bool:
+  """Whether a compile failed because the step does not fit in the chip's memory."""
   return "RESOURCE_EXHAUSTED" in str(error) or "Ran out of memory" in str(error)
 
 
-def search_max_batch(planner: Planner, capacity: int, report: Callable[[str], None] = print) -> dict:
+def search_max_batch(planner: Planner, capacity: int, start: int = 1,
+                     report: Callable[[str], None] = print) -> dict:
   """The largest batch per batch shard whose step fits in `capacity` bytes per chip.
 
-  Doubles from 1 until a compile does not fit (the TPU compiler may also refuse it as out of
-  memory), then bisects. Returns {"batch_per_chip", "global_batch", "compiles": [...]}.
+  Doubles from `start` until a compile does not fit (the TPU compiler may also refuse it as
+  out of memory), then bisects between the last fit and the first misfit, first probing
+  the linear estimate of the boundary from their sizes (and the batch after it).
+
+  Returns:
+    {"batch_per_chip", "global_batch", "compiles": [{"global_batch", "total_bytes", "fits"}]}.
   """
-  compiles = []
+  totals, compiles = {}, []
 
   def fits(per_shard: int) -> bool:
     global_batch = per_shard * planner.shards
     try:
-      total = memory_bytes(planner.compile(global_batch))["total"]
+      totals[per_shard] = memory_bytes(planner.compile(global_batch))["total"]
     except jax.errors.JaxRuntimeError as e:
-      if not _out_of_memory(e):
+      if not out_of_memory(e):
         raise
-      total = None
-    ok = total is not None and total <= capacity
-    compiles.append({"global_batch": global_batch, "total_bytes": total, "fits": ok})
-    shown = "out of memory (compiler)" if total is None else f"{total / GIB:.2f} GiB"
+      totals[per_shard] = None
+    ok = totals[per_shard] is not None and totals[per_shard] <= capacity
+    compiles.append({"global_batch": global_batch, "total_bytes": totals[per_shard], "fits": ok})
+    shown = "out of memory (compiler)" if totals[per_shard] is None else _size(totals[per_shard])
     report(f"  batch {global_batch / len(planner.target.devices):g} per chip: {shown}, "
            f"{'fits' if ok else 'does not fit'}")
     return ok
 
-  low, high = 0, 1
+  low, high = 0, start
   while high <= MAX_BATCH_LIMIT and fits(high):
     low, high = high, 2 * high
+  for probe in _linear_estimate(low, high, totals, capacity):
+    if low < probe < high:
+      low, high = (probe, high) if fits(probe) else (low, probe)
   while high - low > 1:
     middle = (low + high) // 2
     low, high = (middle, high) if fits(middle) else (low, middle)
   chips = len(planner.target.devices)
   return {"batch_per_chip": low * planner.shards / chips, "global_batch": low * planner.shards,
           "compiles": compiles}
+
+
+def _linear_estimate(low: int, high: int, totals: dict, capacity: int) -> list[int]:
+  """The batch where the line through (low, total) and (high, total) reaches `capacity`, and the next."""
+  if not low or totals.get(high) is None or totals[high] <= totals[low]:
+    return []
+  estimate = low + int((capacity - totals[low]) * (high - low) / (totals[high] - totals[low]))
+  return [estimate, estimate + 1]
 
 
 def run(config: ml_collections.ConfigDict, topology: str | None, mode: str = "train", max_batch: bool = False,
@@ -641,7 +657,8 @@ def run(config: ml_collections.ConfigDict, topology: str | None, mode: str = "tr
     if target.hbm_bytes is None:
       raise PlanError(f"--max-batch: the memory of {target.device_kind} is unknown; pass --hbm-gib")
     report("searching the largest batch that fits:")
-    plan = dataclasses.replace(plan, max_batch=search_max_batch(planner, target.hbm_bytes, report))
+    start = batch // planner.shards if plan.fits else 1
+    plan = dataclasses.replace(plan, max_batch=search_max_batch(planner, target.hbm_bytes, start, report))
   return plan
 
 
@@ -711,18 +728,35 @@ def _prepare_environment(topology: str | None) -> None:
     platforms.quiet_absent_tpu()
 
 
-def main(argv: Sequence[str]) -> int:
+def define_flags() -> dict[str, flags.FlagHolder]:
+  """The command line (defined when run as a program, so that importing this module adds no flags)."""
+  holders = {
+      "config": config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True),
+      "topology": flags.DEFINE_string("topology", None, "libtpu topology name, e.g. v5e:2x4; default: this machine."),
+      "mode": flags.DEFINE_enum("mode", "train", ["train", "eval"], "Compile the train step or the eval step."),
+      "max_batch": flags.DEFINE_bool("max-batch", False, "Also search the largest per-chip batch that fits in HBM."),
+      "json": flags.DEFINE_bool("json", False, "Print the plan as JSON instead of a table."),
+      "hbm_gib": flags.DEFINE_float("hbm-gib", None, "HBM per chip to plan for, in GiB (default: the chip's)."),
+  }
+  flags.mark_flags_as_required(["config"])
+  return holders
+
+
+def main(argv: Sequence[str], holders: dict[str, flags.FlagHolder]) -> int:
   del argv
-  _prepare_environment(_TOPOLOGY.value)
+  values = {name: holder.value for name, holder in holders.items()}
+  _prepare_environment(values["topology"])
   progress = functools.partial(print, file=sys.stderr, flush=True)
   try:
-    plan = run(_CONFIG.value, _TOPOLOGY.value, _MODE.value, _MAX_BATCH.value, _HBM_GIB.value, report=progress)
+    plan = run(values["config"], values["topology"], values["mode"], values["max_batch"], values["hbm_gib"],
+               report=progress)
   except (PlanError, FileNotFoundError) as e:
     print(f"plan: error: {e}", file=sys.stderr)
     return 2
-  print(json.dumps(dataclasses.asdict(plan), indent=2) if _JSON.value else format_table(plan))
+  print(json.dumps(dataclasses.asdict(plan), indent=2) if values["json"] else format_table(plan))
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _HOLDERS = define_flags()
+  app.run(functools.partial(main, holders=_HOLDERS))

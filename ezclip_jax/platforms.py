@@ -20,6 +20,8 @@ import pathlib
 # `ezclip_jax.plan` fail while another JAX process runs.
 NO_TPU_ENV = {"TPU_ACCELERATOR_TYPE": "v5litepod-1", "TPU_WORKER_HOSTNAMES": "localhost",
               "ALLOW_MULTIPLE_LIBTPU_LOAD": "1"}
+_DEV = "/dev"
+_PCI_DEVICES = "/sys/bus/pci/devices"
 _GOOGLE_PCI_VENDOR = "0x1ae0"
 _PCI_NETWORK_CLASS = "0x02"  # Google's virtual NIC (gVNIC) has the same vendor id
 
@@ -31,9 +33,10 @@ def has_tpu_chips() -> bool:
   /dev/vfio/N; JAX counts them as Google PCI devices (`jax._src.hardware_utils`). Any of
   these counts.
   """
-  if glob.glob("/dev/accel*") or [p for p in glob.glob("/dev/vfio/*") if os.path.basename(p) != "vfio"]:
+  vfio_groups = [p for p in glob.glob(f"{_DEV}/vfio/*") if os.path.basename(p) != "vfio"]
+  if glob.glob(f"{_DEV}/accel*") or vfio_groups:
     return True
-  for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+  for vendor in glob.glob(f"{_PCI_DEVICES}/*/vendor"):
     device = pathlib.Path(vendor).parent
     try:
       google = pathlib.Path(vendor).read_text().strip() == _GOOGLE_PCI_VENDOR

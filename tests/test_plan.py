@@ -6,6 +6,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import types
 
 import flax.linen as nn
 import jax
@@ -189,6 +190,47 @@ def test_max_batch_is_the_boundary(v5e_2x2, monkeypatch):
   assert total(executables[8]) <= capacity < total(executables[12])
 
 
+class _FakeExecutable:
+  def __init__(self, total: int):
+    self.total = total
+
+  def memory_analysis(self):
+    return types.SimpleNamespace(argument_size_in_bytes=self.total, output_size_in_bytes=0, alias_size_in_bytes=0,
+                                 temp_size_in_bytes=0, generated_code_size_in_bytes=0)
+
+
+class _FakePlanner:
+  """Steps whose HBM per chip is `memory(batch per shard)`; out of memory from `oom_from` on."""
+  shards = 4
+  target = types.SimpleNamespace(devices=(None,) * 4)
+
+  def __init__(self, memory, oom_from=None):
+    self.memory, self.oom_from, self.compiled = memory, oom_from, []
+
+  def compile(self, global_batch):
+    per_shard = global_batch // self.shards
+    self.compiled.append(per_shard)
+    if self.oom_from is not None and per_shard >= self.oom_from:
+      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory")
+    return plan_lib.Compiled(_FakeExecutable(self.memory(per_shard)), global_batch, {}, 0, 0.0)
+
+
+@pytest.mark.parametrize("memory, capacity, oom_from, largest", [
+    (lambda b: 1000 + 100 * b, 1000 + 100 * 37 + 50, None, 37),  # linear: the estimate is the boundary
+    (lambda b: 1000 + 3 * b * b, 1000 + 3 * 20 * 20 + 10, None, 20),  # quadratic: bisection finishes
+    (lambda b: 1000 + 100 * b, 10**9, 45, 44),  # the compiler refuses first
+    (lambda b: 1000 + 100 * b, 500, None, 0),  # not even one video fits
+])
+def test_max_batch_search(memory, capacity, oom_from, largest):
+  planner = _FakePlanner(memory, oom_from)
+  found = plan_lib.search_max_batch(planner, capacity, report=lambda line: None)
+  assert found["global_batch"] == 4 * largest and found["batch_per_chip"] == largest
+  if largest:
+    assert largest in planner.compiled
+  assert largest + 1 in planner.compiled
+  assert len(planner.compiled) <= 2 * (largest + 1).bit_length() + 2
+
+
 def _run_cli(pretrained: pathlib.Path, *flags: str) -> subprocess.CompletedProcess:
   command = [sys.executable, "-m", "ezclip_jax.plan", "--config", "configs/k400_zero_shot.py",
              f"--config.model.pretrained={pretrained}", "--topology", "v5e:2x2", "--mode", "eval", *flags]
@@ -229,10 +271,11 @@ def test_without_libtpu_one_line_says_what_to_install(monkeypatch):
   assert "\n" not in message and 'pip install -e ".[tpu]"' in message and "v5e:2x2" in message
 
 
-def test_unknown_topology_is_one_line():
+@pytest.mark.parametrize("name", ["v5e-8", "v4-8", "v9:2x2"])
+def test_unknown_topology_is_one_line(name):
   with pytest.raises(plan_lib.PlanError) as error:
-    plan_lib.tpu_topology_devices("v5e-8")
-  assert "\n" not in str(error.value) and "v5e:2x4" in str(error.value)
+    plan_lib.tpu_topology_devices(name)
+  assert "\n" not in str(error.value) and "v5e:2x4 (v5e-8)" in str(error.value)
 
 
 def test_batch_must_split_over_the_batch_shards(pretrained):
