@@ -33,11 +33,12 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from ml_collections import config_flags
 
 from ezclip_jax import checkpoint
@@ -68,12 +69,10 @@ class Chip:
   """Public per-chip peaks.
 
   Attributes:
-    name: e.g. "v5e".
     tflops: peak dense bf16 matmul TFLOP/s (TPUs run float32 matmuls on the same units).
     hbm_gbps: HBM bandwidth, GB/s.
     hbm_gib: HBM per chip, GiB.
   """
-  name: str
   tflops: float
   hbm_gbps: float
   hbm_gib: float
@@ -82,19 +81,19 @@ class Chip:
 # Google Cloud TPU documentation, one page per generation (cloud.google.com/tpu/docs/v4,
 # /v5e, /v5p, /v6e): "peak compute per chip (bf16)" and "HBM capacity and bandwidth".
 TPU_CHIPS = {
-    "TPU v4": Chip("v4", 275.0, 1200.0, 32.0),
-    "TPU v5 lite": Chip("v5e", 197.0, 819.0, 16.0),
-    "TPU v5": Chip("v5p", 459.0, 2765.0, 95.0),
-    "TPU v6 lite": Chip("v6e", 918.0, 1638.0, 32.0),
+    "TPU v4": Chip(275.0, 1200.0, 32.0),
+    "TPU v5 lite": Chip(197.0, 819.0, 16.0),  # v5e
+    "TPU v5": Chip(459.0, 2765.0, 95.0),  # v5p
+    "TPU v6 lite": Chip(918.0, 1638.0, 32.0),  # v6e
 }
 # NVIDIA datasheets (dense bf16 tensor-core TFLOP/s, HBM GB/s), matched in this order
 # against `device_kind` (e.g. "NVIDIA H100 80GB HBM3"); capacity comes from the device.
 GPU_CHIPS = (
-    ("H200", Chip("H200", 989.0, 4800.0, 141.0)),
-    ("H100 PCIe", Chip("H100 PCIe", 756.0, 2000.0, 80.0)),
-    ("H100", Chip("H100 SXM", 989.0, 3350.0, 80.0)),
-    ("A100-SXM4-80GB", Chip("A100 80GB", 312.0, 2039.0, 80.0)),
-    ("A100", Chip("A100", 312.0, 1555.0, 40.0)),
+    ("H200", Chip(989.0, 4800.0, 141.0)),
+    ("H100 PCIe", Chip(756.0, 2000.0, 80.0)),
+    ("H100", Chip(989.0, 3350.0, 80.0)),  # SXM
+    ("A100-SXM4-80GB", Chip(312.0, 2039.0, 80.0)),
+    ("A100", Chip(312.0, 1555.0, 40.0)),
 )
 # Chips with two TensorCores that JAX drives as one device ("megacore").
 _MEGACORE_PREFIXES = ("v4", "v5p", "v5:")
@@ -134,7 +133,7 @@ def tpu_topology_devices(topology: str) -> list:
   if not _TOPOLOGY_NAME.match(topology):
     raise PlanError(f"--topology={topology}: {_TOPOLOGY_EXAMPLES}")
   try:
-    import libtpu  # pylint: disable=g-import-not-at-top,unused-import
+    import libtpu  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError:
     raise PlanError(f"--topology={topology} needs libtpu: pip install -e \".[tpu]\" "
                     f"(or pip install \"jax[tpu]=={jax.__version__}\")") from None
@@ -215,7 +214,9 @@ class _MatmulCount:
   `x` depends on a trainable param (`live`: from the first trainable param on, the
   residual stream carries the dependence), and `dw` only for trainable `w`.
   Activation-by-activation matmuls (attention) need both operands' gradients.
-  `remat` recomputes the forward of each block the backward passes through.
+  `remat` recomputes, for each block the backward passes through, the forward matmuls
+  whose outputs it needs: all but the block's last (`mlp/c_proj`), whose output only
+  makes the block's output, which is kept.
   """
 
   def __init__(self, trainable: frozenset[str], remat: bool):
@@ -231,9 +232,9 @@ class _MatmulCount:
     """A param used without a matmul (embeddings, prompts, LayerNorm) makes what follows live."""
     self.live |= self._trains(module)
 
-  def dense(self, module: str, rows: float, fan_in: int, fan_out: int) -> None:
+  def dense(self, module: str, rows: float, fan_in: int, fan_out: int, recomputed: bool = True) -> None:
     flops = 2.0 * rows * fan_in * fan_out
-    self._add_forward(flops)
+    self._add_forward(flops, recomputed)
     if self.live:
       self.backward += flops
     if f"{module}/kernel" in self.trainable or module in self.trainable:
@@ -247,9 +248,9 @@ class _MatmulCount:
     if self.live:
       self.backward += 2 * flops
 
-  def _add_forward(self, flops: float) -> None:
+  def _add_forward(self, flops: float, recomputed: bool = True) -> None:
     self.forward += flops
-    if self._block_forward is not None:
+    if self._block_forward is not None and recomputed:
       self._block_forward += flops
 
   def start_block(self) -> None:
@@ -267,7 +268,7 @@ def _adapter_and_mlp(count: _MatmulCount, prefix: str, rows: float, width: int, 
   count.dense(f"{prefix}/Adapter/D_fc2", rows, hidden, width)
   count.touch(f"{prefix}/ln_2")
   count.dense(f"{prefix}/mlp/c_fc", rows, width, 4 * width)
-  count.dense(f"{prefix}/mlp/c_proj", rows, 4 * width, width)
+  count.dense(f"{prefix}/mlp/c_proj", rows, 4 * width, width, recomputed=False)
 
 
 def _attend(count: _MatmulCount, prefix: str, sequences: float, length: int, width: int) -> None:
@@ -686,13 +687,14 @@ def format_table(plan: Plan) -> str:
   hbm = plan.hbm
   mesh = " x ".join(f"{axis} {size}" for axis, size in plan.mesh.items())
   fits = {None: "unknown", True: "yes", False: "NO"}[plan.fits]
+  capacity = "host RAM" if hbm["capacity"] is None and plan.device_kind == "cpu" else _size(hbm["capacity"])
   rows = [
       ("step", f"{plan.mode} ({plan.dtype}, remat {'on' if plan.remat else 'off'}"
                + (f", colour jitter {'on' if plan.color_jitter else 'off'})" if plan.mode == "train" else ")")),
       ("target", f"{plan.topology}: {plan.chips} x {plan.device_kind}, {plan.hosts} host(s)"),
       ("mesh", mesh),
       ("batch", f"{plan.global_batch} global, {plan.batch_per_chip:g} per chip"),
-      ("HBM per chip", f"{_size(hbm['total'])} of {_size(hbm['capacity'])}: fits {fits}"),
+      ("HBM per chip", f"{_size(hbm['total'])} of {capacity}: fits {fits}"),
       ("  parameters", _size(hbm["params"])),
       ("  optimizer state", _size(hbm["optimizer"])),
       ("  batch arrays", _size(hbm["batch"])),
@@ -745,6 +747,7 @@ def define_flags() -> dict[str, flags.FlagHolder]:
 def main(argv: Sequence[str], holders: dict[str, flags.FlagHolder]) -> int:
   del argv
   values = {name: holder.value for name, holder in holders.items()}
+  logging.set_verbosity(logging.WARNING)  # JAX logs at INFO that it found no TPU
   _prepare_environment(values["topology"])
   progress = functools.partial(print, file=sys.stderr, flush=True)
   try:

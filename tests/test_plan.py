@@ -25,7 +25,7 @@ ARCH = model_lib.ModelConfig(embed_dim=128, image_resolution=64, vision_layers=1
 V5E_HBM = 16 * 2**30
 
 
-def train_flops(videos: int) -> float:
+def train_flops(videos: int, remat: bool = False) -> float:
   """ARCH's matmul FLOPs of one training step, derived by hand (adapters and prompts train).
 
   Vision, per video: T=4 frames of N=17 tokens (+1 prompt token in the spatial attention).
@@ -35,6 +35,8 @@ def train_flops(videos: int) -> float:
   Text, per text: L=16 tokens; its first trainable param is the adapter after the first
   attention, so that attention has no backward and the adapter's first layer only a
   weight gradient.
+  With remat, the backward recomputes each block's forward but for the MLP's second
+  matmul (its output is the block's output, which is kept).
   """
   t, n, w, d, hidden = 4, 17, 256, 128, 64
   np_ = n + 1
@@ -54,6 +56,9 @@ def train_flops(videos: int) -> float:
   fc1 = fc2 = 2 * length * w * hidden
   text = attention + 2 * fc1 + 3 * fc2 + 2 * (2 * 2 * length * w * 4 * w) + 2 * (2 * w * d)
 
+  if remat:
+    vision += prompt_proj + prompt_attn + spatial_proj + spatial_attn + adapter + mlp / 2
+    text += attention + fc1 + fc2 + 2 * length * w * 4 * w
   logits = 2 * videos * videos * d
   return videos * (vision + text) + 3 * logits
 
@@ -76,8 +81,9 @@ def pretrained(tmp_path_factory) -> pathlib.Path:
   return directory
 
 
-def make_config(pretrained: pathlib.Path, batch: int, mesh=(-1, 1, 1)):
+def make_config(pretrained: pathlib.Path, batch: int, mesh=(-1, 1, 1), remat: bool = False):
   config = common.get_config()
+  config.model.remat = remat
   config.model.pretrained = str(pretrained)
   config.data.batch_size = batch
   config.data.color_jitter = False  # the model's FLOPs alone
@@ -110,7 +116,8 @@ def _entry_parameters(hlo_text: str) -> str:
   return "\n".join(line for line in entry.splitlines() if " parameter(" in line)
 
 
-def check_data_parallel_plan(plan, executable, leaves, chips: int, hosts: int, global_batch: int) -> None:
+def check_data_parallel_plan(plan, executable, leaves, chips: int, hosts: int, global_batch: int,
+                             remat: bool = False) -> None:
   assert (plan.chips, plan.hosts, plan.global_batch) == (chips, hosts, global_batch)
   assert plan.mesh == {"data": chips, "fsdp": 1, "tensor": 1}
   assert plan.batch_per_chip == global_batch / chips
@@ -118,7 +125,8 @@ def check_data_parallel_plan(plan, executable, leaves, chips: int, hosts: int, g
   videos = re.findall(r"u8\[(\d+),4,64,64,3\]", _entry_parameters(executable.as_text()))
   assert videos == [str(global_batch // chips)]
 
-  expected = train_flops(global_batch) / chips
+  assert plan.remat == remat
+  expected = train_flops(global_batch, remat) / chips
   assert plan.analytic_flops == pytest.approx(expected, rel=1e-9)
   assert plan.flops == pytest.approx(expected, rel=0.05)
 
@@ -143,11 +151,11 @@ def test_v5e_2x2_train_step(v5e_2x2, param_leaves):
   assert plan.roofline["step_s"] == max(plan.flops / 197e12, plan.bytes_accessed / 819e9)
 
 
-def test_multi_host_train_step(pretrained, param_leaves):
-  planner = plan_lib.Planner(make_config(pretrained, 16), plan_lib.make_target("v5e:4x4"), "train")
+def test_multi_host_train_step_with_remat(pretrained, param_leaves):
+  planner = plan_lib.Planner(make_config(pretrained, 16, remat=True), plan_lib.make_target("v5e:4x4"), "train")
   compiled = planner.compile(16)
   check_data_parallel_plan(planner.plan(compiled), compiled.executable, param_leaves, chips=16, hosts=4,
-                           global_batch=16)
+                           global_batch=16, remat=True)
 
 
 def test_fsdp_shards_and_gathers_the_parameters(pretrained, param_leaves):

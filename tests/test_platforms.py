@@ -73,7 +73,7 @@ def test_quiet_absent_tpu_keeps_settings_already_made(monkeypatch):
 
 
 def test_jax_starts_silently_with_libtpu_installed():
-  import libtpu  # pylint: disable=g-import-not-at-top,unused-import  # the [test] extra installs it
+  import libtpu  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # the [test] extra has it
 
   env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS" and k not in platforms.NO_TPU_ENV}
   code = ("from ezclip_jax import platforms; platforms.quiet_absent_tpu(); import jax; "
