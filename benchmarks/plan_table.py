@@ -114,8 +114,10 @@ def plan_row(recipe: str, slice_name: str, meshes: list[tuple[int, int, int]], c
   start = planner.default_batch() // planner.shards if compiled[best]["fits"] else 1
   progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
   print(f"{label} on {slice_name}, mesh {best}: largest batch ...", file=sys.stderr, flush=True)
-  key = f"{recipe}_{slice_name}_{'x'.join(map(str, best))}_max_batch"
-  max_batch = cache.get(key, lambda: plan_lib.search_max_batch(planner, target.hbm_bytes, start, progress))
+  key = f"{recipe}_{slice_name}_{'x'.join(map(str, best))}_hbm_at"
+  total_bytes = lambda batch: cache.get(f"{key}_{batch}", lambda: planner.total_bytes(batch))  # noqa: E731
+  max_batch = plan_lib.search_max_batch(total_bytes, planner.shards, len(target.devices), target.hbm_bytes, start,
+                                        progress)
   jax.clear_caches()
   return {"recipe": label, "slice": slice_name, "plan": compiled[best], "max_batch": max_batch,
           "candidates": candidates}

@@ -574,6 +574,15 @@ class Planner:
       self._compiled[global_batch] = compile_fn(self.config, self.model_config, self.mesh, global_batch)
     return self._compiled[global_batch]
 
+  def total_bytes(self, global_batch: int) -> int | None:
+    """HBM per chip of the step for `global_batch`; None when the TPU compiler runs out of memory."""
+    try:
+      return memory_bytes(self.compile(global_batch))["total"]
+    except jax.errors.JaxRuntimeError as e:
+      if not out_of_memory(e):
+        raise
+      return None
+
   def plan(self, compiled: Compiled) -> Plan:
     return make_plan(self.config, self.target, self.mode, compiled, self.mesh, self.model_config)
 
@@ -583,13 +592,22 @@ def out_of_memory(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "Ran out of memory" in str(error)
 
 
-def search_max_batch(planner: Planner, capacity: int, start: int = 1,
-                     report: Callable[[str], None] = print) -> dict:
+def search_max_batch(total_bytes: Callable[[int], int | None], shards: int, chips: int, capacity: int,
+                     start: int = 1, report: Callable[[str], None] = print) -> dict:
   """The largest batch per batch shard whose step fits in `capacity` bytes per chip.
 
   Doubles from `start` until a compile does not fit (the TPU compiler may also refuse it as
   out of memory), then bisects between the last fit and the first misfit, first probing
   the linear estimate of the boundary from their sizes (and the batch after it).
+
+  Args:
+    total_bytes: global batch -> HBM per chip of its step, None when it runs out of memory
+      (`Planner.total_bytes`).
+    shards: batch shards of the mesh (global batches are multiples of it).
+    chips: chips of the mesh.
+    capacity: HBM per chip to fit in.
+    start: the first batch per shard to try.
+    report: where a line per compile goes.
 
   Returns:
     {"batch_per_chip", "global_batch", "compiles": [{"global_batch", "total_bytes", "fits"}]}.
@@ -597,18 +615,12 @@ def search_max_batch(planner: Planner, capacity: int, start: int = 1,
   totals, compiles = {}, []
 
   def fits(per_shard: int) -> bool:
-    global_batch = per_shard * planner.shards
-    try:
-      totals[per_shard] = memory_bytes(planner.compile(global_batch))["total"]
-    except jax.errors.JaxRuntimeError as e:
-      if not out_of_memory(e):
-        raise
-      totals[per_shard] = None
-    ok = totals[per_shard] is not None and totals[per_shard] <= capacity
-    compiles.append({"global_batch": global_batch, "total_bytes": totals[per_shard], "fits": ok})
-    shown = "out of memory (compiler)" if totals[per_shard] is None else _size(totals[per_shard])
-    report(f"  batch {global_batch / len(planner.target.devices):g} per chip: {shown}, "
-           f"{'fits' if ok else 'does not fit'}")
+    global_batch = per_shard * shards
+    totals[per_shard] = total = total_bytes(global_batch)
+    ok = total is not None and total <= capacity
+    compiles.append({"global_batch": global_batch, "total_bytes": total, "fits": ok})
+    shown = "out of memory (compiler)" if total is None else _size(total)
+    report(f"  batch {global_batch / chips:g} per chip: {shown}, {'fits' if ok else 'does not fit'}")
     return ok
 
   low, high = 0, start
@@ -620,9 +632,7 @@ def search_max_batch(planner: Planner, capacity: int, start: int = 1,
   while high - low > 1:
     middle = (low + high) // 2
     low, high = (middle, high) if fits(middle) else (low, middle)
-  chips = len(planner.target.devices)
-  return {"batch_per_chip": low * planner.shards / chips, "global_batch": low * planner.shards,
-          "compiles": compiles}
+  return {"batch_per_chip": low * shards / chips, "global_batch": low * shards, "compiles": compiles}
 
 
 def _linear_estimate(low: int, high: int, totals: dict, capacity: int) -> list[int]:
@@ -659,7 +669,9 @@ def run(config: ml_collections.ConfigDict, topology: str | None, mode: str = "tr
       raise PlanError(f"--max-batch: the memory of {target.device_kind} is unknown; pass --hbm-gib")
     report("searching the largest batch that fits:")
     start = batch // planner.shards if plan.fits else 1
-    plan = dataclasses.replace(plan, max_batch=search_max_batch(planner, target.hbm_bytes, start, report))
+    found = search_max_batch(planner.total_bytes, planner.shards, len(target.devices), target.hbm_bytes, start,
+                             report)
+    plan = dataclasses.replace(plan, max_batch=found)
   return plan
 
 

@@ -6,7 +6,6 @@ import pathlib
 import re
 import subprocess
 import sys
-import types
 
 import flax.linen as nn
 import jax
@@ -169,58 +168,25 @@ def test_fsdp_shards_and_gathers_the_parameters(pretrained, param_leaves):
   assert plan.batch_per_chip == 2
 
 
-def test_max_batch_is_the_boundary(v5e_2x2, monkeypatch):
+def test_max_batch_is_the_boundary(v5e_2x2):
   planner, compiled, _ = v5e_2x2
   stats = compiled.executable.memory_analysis()
   # Room for 2 videos per chip (the fixture's batch) and under 1 KiB more: a third video's
   # uint8 frames alone are 48 KiB.
   capacity = (stats.argument_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
               + stats.temp_size_in_bytes + stats.generated_code_size_in_bytes + 1024)
-  executables = {}
-  compile_step = planner.compile
-
-  def recording(global_batch):
-    executables[global_batch] = compile_step(global_batch).executable
-    return compile_step(global_batch)
-
-  monkeypatch.setattr(planner, "compile", recording)
   lines = []
-  found = plan_lib.search_max_batch(planner, capacity, report=lines.append)
+  found = plan_lib.search_max_batch(planner.total_bytes, planner.shards, 4, capacity, report=lines.append)
   assert [c["global_batch"] for c in found["compiles"]] == [4, 8, 16, 12]  # doubling, then bisection
   assert (found["batch_per_chip"], found["global_batch"]) == (2, 8)
   assert len(lines) == 4 and "does not fit" in lines[-1]
 
-  def total(executable):
-    s = executable.memory_analysis()
+  def total(global_batch):  # the planner keeps each batch's compiled step
+    s = planner.compile(global_batch).executable.memory_analysis()
     return (s.argument_size_in_bytes + s.output_size_in_bytes - s.alias_size_in_bytes + s.temp_size_in_bytes
             + s.generated_code_size_in_bytes)
 
-  assert total(executables[8]) <= capacity < total(executables[12])
-
-
-class _FakeExecutable:
-  def __init__(self, total: int):
-    self.total = total
-
-  def memory_analysis(self):
-    return types.SimpleNamespace(argument_size_in_bytes=self.total, output_size_in_bytes=0, alias_size_in_bytes=0,
-                                 temp_size_in_bytes=0, generated_code_size_in_bytes=0)
-
-
-class _FakePlanner:
-  """Steps whose HBM per chip is `memory(batch per shard)`; out of memory from `oom_from` on."""
-  shards = 4
-  target = types.SimpleNamespace(devices=(None,) * 4)
-
-  def __init__(self, memory, oom_from=None):
-    self.memory, self.oom_from, self.compiled = memory, oom_from, []
-
-  def compile(self, global_batch):
-    per_shard = global_batch // self.shards
-    self.compiled.append(per_shard)
-    if self.oom_from is not None and per_shard >= self.oom_from:
-      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory")
-    return plan_lib.Compiled(_FakeExecutable(self.memory(per_shard)), global_batch, {}, 0, 0.0)
+  assert total(8) <= capacity < total(12)
 
 
 @pytest.mark.parametrize("memory, capacity, oom_from, largest", [
@@ -230,13 +196,19 @@ class _FakePlanner:
     (lambda b: 1000 + 100 * b, 500, None, 0),  # not even one video fits
 ])
 def test_max_batch_search(memory, capacity, oom_from, largest):
-  planner = _FakePlanner(memory, oom_from)
-  found = plan_lib.search_max_batch(planner, capacity, report=lambda line: None)
+  """Steps whose HBM per chip is `memory(batch per shard)`, out of memory from `oom_from` on."""
+  probed = []
+
+  def total_bytes(global_batch):
+    probed.append(global_batch // 4)
+    return None if oom_from and global_batch // 4 >= oom_from else memory(global_batch // 4)
+
+  found = plan_lib.search_max_batch(total_bytes, shards=4, chips=4, capacity=capacity, report=lambda line: None)
   assert found["global_batch"] == 4 * largest and found["batch_per_chip"] == largest
   if largest:
-    assert largest in planner.compiled
-  assert largest + 1 in planner.compiled
-  assert len(planner.compiled) <= 2 * (largest + 1).bit_length() + 2
+    assert largest in probed
+  assert largest + 1 in probed
+  assert len(probed) <= 2 * (largest + 1).bit_length() + 2
 
 
 def _run_cli(pretrained: pathlib.Path, *flags: str) -> subprocess.CompletedProcess:
