@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
+    # libtpu, through jax's extra at the jax version this project is tested with: runs on
+    # TPU VMs, and compiles steps for TPU slices on any machine (python -m ezclip_jax.plan).
+    "tpu": ["jax[tpu]==0.10.2"],
     # torch 2.13.0 is the CPU build this machine installs cheaply; other
     # versions pull a multi-GB CUDA build.
     "convert": ["torch==2.13.0", "safetensors>=0.4"],
@@ -40,6 +43,8 @@ EXTRAS_REQUIRE = {
         "nbclient>=0.11.0",
         "nbformat>=5.11.1",
         "ipykernel>=7.4.0",
+        # tests/test_plan.py compiles train steps for TPU slices (no TPU needed).
+        "jax[tpu]==0.10.2",
     ],
 }
 

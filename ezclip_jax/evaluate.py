@@ -161,7 +161,7 @@ def video_probabilities(model: model_lib.EZCLIP, variables: Any, video: jax.Arra
 
 
 @functools.lru_cache(maxsize=16)
-def _video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
+def video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
   """`(variables, video uint8 [B, V, T, H, W, 3], labels, mask, texts [K, C, D]) -> (probs [B, C], labels, mask)`.
 
   Labels and mask pass through so that, replicated on the way out, every process sees the
@@ -305,7 +305,7 @@ def evaluate(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[
   """
   variables = _place_variables(variables, mesh)
   text_embeddings = encode_class_texts(model, variables, text_ids, text_batch, mesh=mesh)
-  scorer = _video_scorer(model, mesh)
+  scorer = video_scorer(model, mesh)
   accumulator = Accumulator(text_embeddings.shape[1])
   multiple = _local_shards(mesh)
   pending = None  # Fetched after the next batch is dispatched, so the device never waits on the host.

@@ -20,6 +20,7 @@ import jax
 from ml_collections import config_flags
 
 from ezclip_jax import demo
+from ezclip_jax import platforms
 from ezclip_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -44,6 +45,7 @@ def initialize_distributed() -> None:
 
 def main(argv) -> None:
   del argv
+  platforms.quiet_absent_tpu()
   config = _CONFIG.value
   if config.distributed:
     initialize_distributed()

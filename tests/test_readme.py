@@ -68,6 +68,9 @@ TINY_ARGS = {
     # same subprocess for every architecture, so the tiny run covers the JAX path only.
     "benchmarks.bench": ("--arch=tiny", "--frames=2", "--batch_sizes=1", "--repeats=1", "--notorch"),
     "benchmarks.input_bench": ("--repeats=1", "--seconds=0.5", "--pipelines=0x1"),
+    # A tiny model's step compiles for the TPU slice in seconds (colour jitter is off: it
+    # alone triples this compile).
+    "ezclip_jax.plan": ("--config.model.arch=tiny", "--config.data.batch_size=8", "--config.data.color_jitter=False"),
 }
 CLUSTER_PROCESSES = 2
 SRUN_OPTIONS = ("--nodes", "--ntasks-per-node", "--gpus-per-node")
@@ -476,6 +479,13 @@ def check_input_bench(argv, out, env):
     assert re.search(r"^  pipeline, 0 workers x 1 threads .*%$", table, re.M), out
 
 
+def check_plan(argv, out, env):
+  del env
+  rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in out.splitlines())
+  assert rows["target"].startswith(_value(argv, "--topology") + ": "), out
+  assert rows["HBM per chip"].endswith("fits yes") and "roofline step" in rows, out
+
+
 CHECKS = {
     "convert.torch_to_flax": check_torch_to_flax,
     "convert.flax_to_torch": check_flax_to_torch,
@@ -484,6 +494,7 @@ CHECKS = {
     "ezclip_jax.main": check_main,
     "ezclip_jax.predict": check_predict,
     "ezclip_jax.visualize": check_visualize,
+    "ezclip_jax.plan": check_plan,
     "benchmarks.bench": check_bench,
     "benchmarks.input_bench": check_input_bench,
 }
