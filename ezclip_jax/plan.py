@@ -175,17 +175,10 @@ def make_target(topology: str | None, hbm_gib: float | None = None) -> Target:
 # -------------------------------------------------------------------------- model
 
 
-def compute_dtype(setting: str, platform: str) -> str:
-  """The model's compute dtype: `auto` is bfloat16 on TPUs and GPUs, float32 on CPUs."""
-  if setting == "auto":
-    return "float32" if platform == "cpu" else "bfloat16"
-  return setting
-
-
 def model_config(config: ml_collections.ConfigDict, platform: str) -> model_lib.ModelConfig:
   """The architecture training builds from `config` (see `train.initial_params`), no weights read."""
   overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "remat")}
-  overrides["dtype"] = compute_dtype(config.model.dtype, platform)
+  overrides["dtype"] = model_lib.resolve_dtype(config.model.dtype, platform)
   if config.model.pretrained:
     directory = pathlib.Path(config.model.pretrained)
     if (directory / checkpoint.BACKBONE_DIR).is_dir():

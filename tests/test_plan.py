@@ -265,8 +265,11 @@ def test_batch_must_split_over_the_batch_shards(pretrained):
 
 
 def test_auto_dtype_follows_the_target():
-  assert [plan_lib.compute_dtype("auto", p) for p in ("tpu", "gpu", "cpu")] == ["bfloat16", "bfloat16", "float32"]
-  assert plan_lib.compute_dtype("float32", "tpu") == "float32"
+  config = common.get_config()
+  assert config.model.dtype == "auto"
+  assert [plan_lib.model_config(config, p).dtype for p in ("tpu", "gpu", "cpu")] == ["bfloat16", "bfloat16", "float32"]
+  config.model.dtype = "float32"
+  assert plan_lib.model_config(config, "tpu").dtype == "float32"
 
 
 def test_collectives_count_an_async_collective_once():
