@@ -10,7 +10,7 @@ Why these settings (measured on a 2-core CPU, see tests/test_demo.py):
   * Only prompts and adapters train (the official recipe) on a frozen *random* backbone.
     Its frame features barely register where a small rectangle is, so the moving and
     rotating pairs stay at 50%; a growing rectangle, always lighter than the dark
-    background (`data.synthetic`), changes every frame's mean token the same way, which
+    background (`ezclip_jax.synthetic`), changes every frame's mean token the same way, which
     the temporal prompts can read.
   * One description per class (`ezclip_jax.demo.DESCRIPTIONS`) instead of the 16
     templates: a random text tower's embedding is dominated by the template, and with

@@ -1,6 +1,6 @@
 """The README demo: EZ-CLIP learns temporal order that frame averaging cannot see.
 
-Generates the synthetic motion dataset (`data.synthetic`: classes in pairs whose clips
+Generates the synthetic motion dataset (`ezclip_jax.synthetic`: classes in pairs whose clips
 are each other's reverses), trains a tiny random-init EZ-CLIP, then the same model with
 temporal prompts disabled (frame averaging only), and scores both on held-out clips:
 
@@ -26,11 +26,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import common
-from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
+from ezclip_jax import synthetic
 from ezclip_jax import text_prompts
 from ezclip_jax import train
 from ezclip_jax import transforms
@@ -90,20 +89,22 @@ def check_symmetric_sampling(source_frames: int, num_frames: int) -> None:
 def make_splits(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """Writes the training and held-out clips; returns their dataset specs.
 
-  Horizontal flips are off: a flip turns `moving_left` into `moving_right` and clockwise into
-  anticlockwise, so it would swap the labels the demo is about.
+  Each spec is a copy of `config.data.train` (the config's dataset defaults) pointed at the
+  written clips. Horizontal flips are off: a flip turns `moving_left` into `moving_right` and
+  clockwise into anticlockwise, so it would swap the labels the demo is about.
   """
   demo = config.demo
   specs = []
-  for split, videos, seed in (("train", demo.train_videos_per_class, 2 * config.seed),
-                              ("eval", demo.eval_videos_per_class, 2 * config.seed + 1)):
+  # role=test: no "best" checkpoint is picked on the clips the demo reports.
+  for split, videos, seed, role in (("train", demo.train_videos_per_class, 2 * config.seed, "train"),
+                                    ("eval", demo.eval_videos_per_class, 2 * config.seed + 1, "test")):
     root = workdir / "data" / split
     synthetic.make_dataset(root, videos_per_class=videos, num_frames=demo.source_frames, height=demo.frame_size,
                            width=demo.frame_size, classes=tuple(demo.classes), seed=seed)
-    # role=test: no "best" checkpoint is picked on the clips the demo reports.
-    specs.append(common.dataset(name=f"synthetic_{split}", list_file=str(root / "frames.txt"),
-                                labels_csv=str(root / "labels.csv"), descriptions=write_descriptions(root),
-                                flip=False, role="test"))
+    spec = copy.deepcopy(config.data.train)
+    spec.update(name=f"synthetic_{split}", kind="list", list_file=str(root / "frames.txt"),
+                labels_csv=str(root / "labels.csv"), descriptions=write_descriptions(root), flip=False, role=role)
+    specs.append(spec)
   return specs
 
 
@@ -165,7 +166,7 @@ def score(probs: np.ndarray, labels: np.ndarray, partners: np.ndarray) -> Scores
   Args:
     probs: `[C * V, C]` class probabilities of the clips in list order: V clips per class, class
       by class, clip k of class c the reverse of clip k of class `partners[c]`
-      (`data.synthetic`'s layout).
+      (`ezclip_jax.synthetic`'s layout).
     labels: int `[C * V]` true classes.
     partners: int `[C]` the reverse partner of each class.
 
