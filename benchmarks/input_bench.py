@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 from absl import app
 from absl import flags
-from absl import logging
 from PIL import Image
 
+from ezclip_jax import console
 from ezclip_jax import input_pipeline
 from ezclip_jax import synthetic
 from ezclip_jax import transforms
@@ -176,7 +176,7 @@ def _report(media: str, rates: dict[str, list[tuple[float, float]]]) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.set_verbosity(logging.WARNING)  # the pipeline logs every (tiny) epoch's skip count
+  console.set_log_level(console.LOG_LEVEL.value)
   cv2.setNumThreads(1)  # one core per process, as in the pipeline's workers
   if _MEASURE.value:
     media, what = _MEASURE.value.split(":")
