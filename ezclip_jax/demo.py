@@ -19,7 +19,6 @@ on its own scores and prints the largest difference it found.
 import copy
 import csv
 import dataclasses
-import functools
 import pathlib
 
 import jax
@@ -145,18 +144,16 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
   source = train.make_source(spec, config.data.official_repo, skip_bad=False)
   _, prompts = train.class_prompts(spec, config.data.official_repo, model.config.context_length)
   text_embeddings = evaluate.encode_class_texts(model, variables, prompts.tokens)
-  score = jax.jit(functools.partial(evaluate.video_probabilities, model))
   resolution = model.config.image_resolution
   batches = input_pipeline.eval_dataset(
       source, batch_size=config.data.eval_batch_size, num_frames=model.config.num_frames,
       resize_size=round(resolution * 256 / 224), crop_size=resolution, num_workers=0)
-  probs = np.zeros((len(source), len(prompts.tokens[0])), np.float32)
-  labels = np.full(len(source), -1)
-  for batch in batches:
-    mask = np.asarray(batch["mask"])
-    index = np.asarray(batch["index"])[mask]
-    probs[index] = np.asarray(score(variables, batch["video"], text_embeddings))[mask]
-    labels[index] = np.asarray(batch["label"])[mask]
+  # Eval batches come in list order; the mask drops the padding.
+  scored = [(probs[mask], labels[mask])
+            for probs, labels, mask in evaluate.scored_batches(model, variables, batches, text_embeddings)]
+  probs, labels = (np.concatenate(parts) for parts in zip(*scored))
+  if len(labels) != len(source):
+    raise ValueError(f"{spec.list_file}: scored {len(labels)} of its {len(source)} clips")
   return probs, labels
 
 
