@@ -29,7 +29,6 @@ def get_config() -> ml_collections.ConfigDict:
   config = common.get_config()
   config.seed = 0
   config.model.arch = "tiny"
-  config.model.num_frames = 8
   config.model.drop_path_rate = 0.0
   config.model.prompt_dropout = 0.0
   config.data.batch_size = 16

@@ -451,26 +451,3 @@ def base_to_novel_summary(base: Sequence[EvalResult | float], novel: Sequence[Ev
   base_mean = mean_std([_top1(r) for r in base])[0]
   novel_mean = mean_std([_top1(r) for r in novel])[0]
   return {"base": base_mean, "novel": novel_mean, "hm": harmonic_mean(base_mean, novel_mean)}
-
-
-def few_shot_summary(results: Mapping[int, Sequence[EvalResult | float] | EvalResult | float]
-                     ) -> dict[int, tuple[float, float]]:
-  """Few-shot protocol: top-1 mean and std over the runs of each shot count K (2, 4, 8, 16).
-
-  Returns:
-    `{K: (mean, std)}` sorted by K.
-  """
-  summary = {}
-  for shots in sorted(results):
-    runs = results[shots]
-    runs = runs if isinstance(runs, Sequence) else [runs]
-    summary[shots] = mean_std([_top1(r) for r in runs])
-  return summary
-
-
-def format_few_shot_table(summary: Mapping[int, tuple[float, float]], dataset: str = "top-1") -> str:
-  """A Markdown table, one column per shot count: `| HMDB51 | 52.1 ± 0.3 | ...` (std shown when > 0)."""
-  header = "| " + " | ".join(["dataset"] + [f"K={k}" for k in summary]) + " |"
-  rule = "|" + "---|" * (len(summary) + 1)
-  cells = [f"{mean:.1f} ± {std:.1f}" if std else f"{mean:.1f}" for mean, std in summary.values()]
-  return "\n".join([header, rule, "| " + " | ".join([dataset] + cells) + " |"])

@@ -260,14 +260,3 @@ def test_base_to_novel_harmonic_mean():
   assert summary["hm"] == pytest.approx(9480 / 139)
   with pytest.raises(ValueError, match="one base and one novel"):
     evaluate.base_to_novel_summary([80.0], [60.0, 61.0])
-
-
-def test_few_shot_table():
-  summary = evaluate.few_shot_summary({8: [50.0, 54.0], 2: 40.0, 16: _result_with_top1(5), 4: [45.0]})
-  assert list(summary) == [2, 4, 8, 16]
-  assert summary[8] == (52.0, 2.0)
-  assert summary[16] == (62.5, 0.0)
-  assert evaluate.format_few_shot_table(summary, "HMDB51") == (
-      "| dataset | K=2 | K=4 | K=8 | K=16 |\n"
-      "|---|---|---|---|---|\n"
-      "| HMDB51 | 40.0 | 45.0 | 52.0 ± 2.0 | 62.5 |")

@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
 from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
@@ -27,7 +26,7 @@ def test_schedule_is_the_official_warmup_cosine():
 
 def test_split_follows_the_official_name_filter():
   params = test_model._random_variables(test_model.TINY)["params"]
-  trainable, frozen = optim.split_params(params, common.OFFICIAL_TRAINABLE)
+  trainable, frozen = optim.split_params(params, optim.DEFAULT_TRAINABLE)
   names = lambda tree: {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
   assert all("prompt" in n or "Adapter" in n for n in names(trainable))
   assert not any("prompt" in n or "Adapter" in n for n in names(frozen))
