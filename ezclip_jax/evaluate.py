@@ -17,6 +17,7 @@ One code path for one device and many: without a mesh, scoring runs on a one-dev
 import csv
 import dataclasses
 import functools
+import math
 import os
 import pathlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -349,20 +350,30 @@ def evaluate(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[
 # ------------------------------------------------------------------------------ reports
 
 
+# Up to this many classes, each cell shows its count.
+ANNOTATED_CLASSES = 30
+
+
+def _cell_pixels(num_classes: int) -> int:
+  return 30 if num_classes <= ANNOTATED_CLASSES else 15
+
+
 def confusion_png_pixels(num_classes: int) -> int:
-  """Side of the square confusion-matrix PNG: 250 + 15 per class, between 600 and 4000 pixels."""
-  return min(4000, max(600, 250 + 15 * num_classes))
+  """Side of the square confusion-matrix PNG: 300 for the labels, title and colour bar plus
+  30 pixels per class (15 above `ANNOTATED_CLASSES`), between 600 and 4000 pixels."""
+  return min(4000, max(600, 300 + _cell_pixels(num_classes) * num_classes))
 
 
 def save_confusion_matrix_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, *,
                               title: str = "") -> None:
-  """Draws the row-normalised confusion matrix (true class rows) with class names.
+  """Draws the confusion matrix: cells coloured by the fraction of their true class (row), with
+  their counts written in up to `ANNOTATED_CLASSES` classes, and the class names as ticks.
 
   Args:
     matrix: `[C, C]` counts, rows true classes, columns predictions.
     class_names: `[C]` names for the ticks (every n-th when they would not fit).
     path: the PNG, `confusion_png_pixels(C)` pixels square (parent folders are created).
-    title: drawn above the matrix.
+    title: drawn above the matrix, e.g. the dataset and the training step.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -373,22 +384,35 @@ def save_confusion_matrix_png(matrix: np.ndarray, class_names: Sequence[str], pa
   if matrix.shape != (num_classes, num_classes):
     raise ValueError(f"Confusion matrix of shape {matrix.shape} does not match {num_classes} class names.")
   dpi = 100
-  side = confusion_png_pixels(num_classes) / dpi
+  pixels = confusion_png_pixels(num_classes)
   rows = matrix.sum(axis=1, keepdims=True)
   fractions = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-  fig, ax = plt.subplots(figsize=(side, side), dpi=dpi, layout="constrained")
+  fig, ax = plt.subplots(figsize=(pixels / dpi, pixels / dpi), dpi=dpi, layout="constrained")
   image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
   fig.colorbar(image, ax=ax, shrink=0.6, label="fraction of the true class")
-  step = max(1, -(-num_classes * 15 // (confusion_png_pixels(num_classes) - 250)))
-  ticks = np.arange(0, num_classes, step)
-  ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90, fontsize=7)
-  ax.set_yticks(ticks, [class_names[i] for i in ticks], fontsize=7)
+  if num_classes <= ANNOTATED_CLASSES:
+    _write_counts(ax, matrix, fractions)
+  # Tick labels need about 11 pixels each at 7 points.
+  cell = (pixels - 300) / num_classes
+  ticks = np.arange(0, num_classes, max(1, math.ceil(11 / cell)))
+  labels = [class_names[i] for i in ticks]
+  ax.set_xticks(ticks, labels, rotation=90, fontsize=7 if cell < 20 else 9)
+  ax.set_yticks(ticks, labels, fontsize=7 if cell < 20 else 9)
   ax.set_xlabel("predicted class")
   ax.set_ylabel("true class")
   ax.set_title(title)
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(os.fspath(path), dpi=dpi)
   plt.close(fig)
+
+
+def _write_counts(ax, matrix: np.ndarray, fractions: np.ndarray) -> None:
+  """The count in each non-empty cell, white on dark cells."""
+  fontsize = 9 if len(matrix) <= 15 else 7
+  for (true, predicted), count in np.ndenumerate(matrix):
+    if count:
+      colour = "white" if fractions[true, predicted] > 0.5 else "black"
+      ax.text(predicted, true, str(count), ha="center", va="center", fontsize=fontsize, color=colour)
 
 
 def save_per_class_csv(result: EvalResult, class_names: Sequence[str], path: str | os.PathLike) -> None:

@@ -254,27 +254,48 @@ def _is_accuracy(name: str) -> bool:
   return metric.startswith("top") or "acc" in metric
 
 
+def _loss_limits(series: list[tuple[list[int], list[float]]]) -> tuple[float, float]:
+  """y-range of the loss panel: from 0 (or below, for negative values) to just above the highest
+  point after the first tenth of the steps, so the first steps' large losses do not flatten the rest."""
+  steps = [s for steps, _ in series for s in steps]
+  first, last = min(steps), max(steps)
+  later = [v for steps, values in series for s, v in zip(steps, values) if s >= first + (last - first) / 10]
+  everything = [v for _, values in series for v in values]
+  top = max(later or everything)
+  return min(0.0, min(everything)), 1.05 * top if top > 0 else 1.0
+
+
 def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
   """Plots the log's losses (metrics named `*loss*`) and accuracies (`top*`, `*acc*`) by step.
 
-  The PNG (parent folders created) is written to a temporary file and renamed, so a viewer
-  never sees half of it.
+  Accuracies are drawn on 0-100%; losses from 0 up (`_loss_limits`). Series with few points
+  get markers, so a single evaluation still shows. The PNG (parent folders created) is
+  written to a temporary file and renamed, so a viewer never sees half of it.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
   series = _series(read_jsonl(jsonl_path))
   fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, layout="constrained")
+  losses = []
   for name, (steps, values) in sorted(series.items()):
+    marker = "o" if len(steps) <= 20 else None
     if "loss" in name.rsplit("/", 1)[-1]:
-      loss_ax.plot(steps, values, label=name)
+      loss_ax.plot(steps, values, marker=marker, markersize=3, label=name)
+      losses.append((steps, values))
     elif _is_accuracy(name):
-      acc_ax.plot(steps, values, marker="o", label=name)
-  for ax, title, unit in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "percent")):
+      acc_ax.plot(steps, values, marker="o", markersize=4, label=name)
+  if losses:
+    loss_ax.set_ylim(*_loss_limits(losses))
+  acc_ax.set_ylim(-2, 102)
+  for ax, title, unit in ((loss_ax, "training loss", "loss"), (acc_ax, "evaluation accuracy", "percent")):
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.set_ylabel(unit)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.lines:
       ax.legend(fontsize=8)

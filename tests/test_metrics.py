@@ -167,3 +167,25 @@ def test_plot_curves(tmp_path):
   blue = np.abs(pixels - [0x1F, 0x77, 0xB4]).sum(axis=-1) < 30
   assert blue[:, :600].sum() > 100 and blue[:, 600:].sum() > 100
   assert not list(png.parent.glob("*.tmp"))
+
+
+def test_curves_y_ranges(tmp_path):
+  # A first-step loss of 50 must not flatten the rest (2.0 falling to 1.0), and an accuracy
+  # moving between 49% and 51% must not fill the panel: accuracy is drawn on 0-100%.
+  with metrics.MetricWriter(tmp_path, enabled=True) as writer:
+    for step in range(1, 41):
+      writer.write_scalars(step, {"loss": 50.0 if step == 1 else 2.0 - (step - 2) / 38})
+      if step % 4 == 0:
+        writer.write_scalars(step, {"top1": 49.0 + (step % 8) / 2}, split="ucf101")
+  png = tmp_path / "curves.png"
+  metrics.plot_curves(tmp_path / "metrics.jsonl", png)
+  with Image.open(png) as image:
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+  blue = np.abs(pixels - [0x1F, 0x77, 0xB4]).sum(axis=-1) < 30
+
+  def vertical_spread(columns):
+    rows = np.nonzero(blue[60:, columns].any(axis=1))[0]  # below the legends
+    return rows.max() - rows.min()
+
+  assert vertical_spread(slice(330, 560)) > 60  # steps 21-39: losses 1.5 to 1.05 of a 0-2.1 range
+  assert vertical_spread(slice(700, 1150)) < 30  # 49% to 51% of a -2-102% range
