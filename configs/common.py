@@ -102,6 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-4
+  # 0: a new lr every step. The official loop sets it at each epoch's first step and every 10th
+  # (a staircase); 10 reproduces that exactly.
+  config.optim.lr_staircase_every = 0
   config.optim.visual_lr_ratio = 1.0
   config.optim.b1 = 0.9
   config.optim.b2 = 0.98

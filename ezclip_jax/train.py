@@ -213,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {len(source)} training videos")
   total_steps = config.train.epochs * steps_per_epoch
   accum = config.optim.grad_accum_steps
-  tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum)
+  tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum,
+                            steps_per_epoch // accum)
   patterns = tuple(config.train.trainable)
   train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
                                           motion_weight=config.train.motion_weight,
