@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "ftfy>=6.1",
     "regex>=2023.0",
     "matplotlib>=3.11",
+    # Protos and record framing of TensorBoard event files, without TensorFlow (ezclip_jax/metrics.py).
+    "tensorboard>=2.21",
 ]
 
 EXTRAS_REQUIRE = {
@@ -37,8 +39,6 @@ EXTRAS_REQUIRE = {
         # torchvision requirement would pull a CUDA torch; these are its other needs.
         "huggingface-hub>=0.20",
         "tqdm>=4.0",
-        # Decodes our TensorBoard event files independently in the metrics tests.
-        "tensorboardX>=2.6.5",
         # Executes notebooks/colab_tpu.ipynb top to bottom in tests/test_notebook.py.
         "nbclient>=0.11.0",
         "nbformat>=5.11.1",
@@ -52,7 +52,7 @@ setuptools.setup(
     name="ezclip-jax",
     version="0.1.0",
     description="EZ-CLIP / T2L efficient zero-shot video action recognition in JAX/Flax",
-    packages=setuptools.find_packages(include=["ezclip_jax*", "convert*", "data*", "configs*"]),
+    packages=setuptools.find_packages(include=["ezclip_jax", "ezclip_jax.*"]),
     package_data={"ezclip_jax": ["assets/*"]},
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,

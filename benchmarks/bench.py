@@ -26,13 +26,13 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from configs import common
 from ezclip_jax import checkpoint
+from ezclip_jax import console
 from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
@@ -169,7 +169,7 @@ def main_train(config: model_lib.ModelConfig, batch_sizes: list[int], repeats: i
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  console.set_log_level(console.LOG_LEVEL.value)
   config = model_lib.ARCHITECTURES[_ARCH.value]
   config = dataclasses.replace(config, num_frames=_FRAMES.value)
   batch_sizes = [int(b) for b in _BATCH_SIZES.value]

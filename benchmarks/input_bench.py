@@ -1,6 +1,6 @@
 """Input pipeline throughput: 8x224 training clips from 320x240 JPEG folders and mp4 files.
 
-Writes a synthetic dataset (data/synthetic.py) to a temporary directory, then measures
+Writes a synthetic dataset (`ezclip_jax.synthetic`) to a temporary directory, then measures
 `input_pipeline.train_dataset` (TSN sampling, decoding, multi-scale crop, flip, colour
 parameters; the colour itself is applied on the accelerator) with grain worker processes and
 read threads, next to the plain single-process loops a user would write: PIL-decode the same
@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 from absl import app
 from absl import flags
-from absl import logging
 from PIL import Image
 
-from data import synthetic
+from ezclip_jax import console
 from ezclip_jax import input_pipeline
+from ezclip_jax import synthetic
 from ezclip_jax import transforms
 
 _VIDEOS_PER_CLASS = flags.DEFINE_integer("videos_per_class", 4, "Synthetic videos per class (8 classes).")
@@ -176,7 +176,7 @@ def _report(media: str, rates: dict[str, list[tuple[float, float]]]) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.set_verbosity(logging.WARNING)  # the pipeline logs every (tiny) epoch's skip count
+  console.set_log_level(console.LOG_LEVEL.value)
   cv2.setNumThreads(1)  # one core per process, as in the pipeline's workers
   if _MEASURE.value:
     media, what = _MEASURE.value.split(":")

@@ -17,6 +17,7 @@ import torch
 from convert import flax_to_torch
 from convert import torch_model
 from ezclip_jax import checkpoint
+from ezclip_jax import console
 from benchmarks.bench import time_calls
 
 
@@ -30,7 +31,9 @@ def main() -> None:
   parser.add_argument("pretrained")
   parser.add_argument("--batch_sizes", default="1,2")
   parser.add_argument("--repeats", type=int, default=5)
+  console.add_log_level_argument(parser)
   args = parser.parse_args()
+  console.set_log_level(args.log_level)
   config = checkpoint.load_config(args.pretrained)
   with tempfile.TemporaryDirectory() as tmp:
     weights = os.path.join(tmp, "ezclip.pt")

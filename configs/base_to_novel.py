@@ -54,21 +54,12 @@ _EXPERIMENTS = {
                  descriptions="GPT_discription/Something_gpt_Class_discription_new.csv",
                  batch_size=50, epochs=100, lr=1e-5, flip=False),
 }
-_SEEDS = ("", ",seed=1", ",seed=2", ",seed=3")
-
-
-def _parse(arg: str) -> tuple[str, int | None]:
-  """`hmdb51,seed=2` -> ("hmdb51", 2); `hmdb51` -> ("hmdb51", None)."""
-  name, comma, option = arg.partition(",")
-  if name not in _EXPERIMENTS or comma + option not in _SEEDS:
-    raise ValueError(f"configs/base_to_novel.py:{arg!r}: expected DATASET or DATASET,seed=S with DATASET one of "
-                     f"{', '.join(_EXPERIMENTS)} and S one of 1, 2, 3.")
-  return name, int(option[-1]) if option else None
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """`arg`: `DATASET[,seed=S]` (see the module docstring)."""
-  name, seed = _parse(arg)
+  name, seed = common.parse_arg(arg, "configs/base_to_novel.py", tuple(_EXPERIMENTS), "seed", (1, 2, 3),
+                                required=False)
   exp = _EXPERIMENTS[name]
   folder = exp["dir"]
   config = common.get_config()
@@ -84,7 +75,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.batch_size = exp["batch_size"]
   config.train.epochs = exp["epochs"]
   config.optim.lr = exp["lr"]
-  config.optim.warmup_epochs = 5
-  config.model.drop_path_rate = 0.1
-  config.model.prompt_dropout = 0.1
   return config

@@ -5,9 +5,11 @@ AdamW lr 1e-4 (betas .9/.98, eps 1e-8, weight decay .2), 5 warmup epochs then co
 prompt dropout .1, stochastic depth .1, motion loss on, LLM class descriptions.
 """
 
+from collections.abc import Sequence
+
 import ml_collections
 
-OFFICIAL_TRAINABLE = ("prompt", "Adapter")  # The official filter on parameter names.
+from ezclip_jax import optim
 
 
 def dataset(**overrides) -> ml_collections.ConfigDict:
@@ -36,6 +38,35 @@ def dataset(**overrides) -> ml_collections.ConfigDict:
   })
   spec.update(overrides)
   return spec
+
+
+def parse_arg(arg: str, config_file: str, datasets: Sequence[str], option: str, values: Sequence[int],
+              required: bool) -> tuple[str, int | None]:
+  """The argument after a config file's colon: `DATASET,OPTION=VALUE`, or `DATASET` alone.
+
+  Args:
+    arg: e.g. `hmdb51,seed=2`.
+    config_file: named in the error, e.g. `configs/base_to_novel.py`.
+    datasets: the accepted DATASET names.
+    option: the option's key, e.g. `seed`.
+    values: its accepted values.
+    required: the option must be given.
+
+  Returns:
+    (DATASET, VALUE), VALUE None when the option is not given.
+
+  Raises:
+    ValueError: one line naming the file, the argument and what is expected.
+  """
+  name, comma, setting = arg.partition(",")
+  key, equals, value = setting.partition("=")
+  given = key == option and equals and value in map(str, values)
+  if name not in datasets or (comma and not given) or (required and not comma):
+    symbol = option[0].upper()
+    form = f"DATASET,{option}={symbol}" if required else f"DATASET or DATASET,{option}={symbol}"
+    raise ValueError(f"{config_file}:{arg!r}: expected {form} with DATASET one of {', '.join(datasets)} and "
+                     f"{symbol} one of {', '.join(map(str, values))}.")
+  return name, int(value) if comma else None
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -71,6 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-4
+  # 0: a new lr every step. The official loop sets it at each epoch's first step and every 10th
+  # (a staircase); 10 reproduces that exactly.
+  config.optim.lr_staircase_every = 0
   config.optim.visual_lr_ratio = 1.0
   config.optim.b1 = 0.9
   config.optim.b2 = 0.98
@@ -82,7 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.epochs = 50
-  config.train.trainable = OFFICIAL_TRAINABLE
+  config.train.trainable = optim.DEFAULT_TRAINABLE  # the official filter on parameter names
   config.train.motion_weight = 1.0
   config.train.log_every_steps = 50
   config.train.eval_every_epochs = 1

@@ -10,7 +10,7 @@ Why these settings (measured on a 2-core CPU, see tests/test_demo.py):
   * Only prompts and adapters train (the official recipe) on a frozen *random* backbone.
     Its frame features barely register where a small rectangle is, so the moving and
     rotating pairs stay at 50%; a growing rectangle, always lighter than the dark
-    background (`data.synthetic`), changes every frame's mean token the same way, which
+    background (`ezclip_jax.synthetic`), changes every frame's mean token the same way, which
     the temporal prompts can read.
   * One description per class (`ezclip_jax.demo.DESCRIPTIONS`) instead of the 16
     templates: a random text tower's embedding is dominated by the template, and with
@@ -29,7 +29,6 @@ def get_config() -> ml_collections.ConfigDict:
   config = common.get_config()
   config.seed = 0
   config.model.arch = "tiny"
-  config.model.num_frames = 8
   config.model.drop_path_rate = 0.0
   config.model.prompt_dropout = 0.0
   config.data.batch_size = 16

@@ -31,22 +31,12 @@ _EXPERIMENTS = {
     "ucf101": dict(train="dataset_splits/UCF/Few_shot/my_ucf_few_shot_{}.txt", batch_size=4, epochs=100,
                    lr=1e-4, drop_path_rate=0.0),
 }
-_SHOTS = ("2", "4", "8", "16")
-
-
-def _parse(arg: str) -> tuple[str, int]:
-  """`hmdb51,k=8` -> ("hmdb51", 8)."""
-  name, _, option = arg.partition(",")
-  shots = option.removeprefix("k=")
-  if name not in _EXPERIMENTS or not option.startswith("k=") or shots not in _SHOTS:
-    raise ValueError(f"configs/few_shot.py:{arg!r}: expected DATASET,k=K with DATASET one of "
-                     f"{', '.join(_EXPERIMENTS)} and K one of {', '.join(_SHOTS)}.")
-  return name, int(shots)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """`arg`: `DATASET,k=K` (see the module docstring)."""
-  name, shots = _parse(arg)
+  name, shots = common.parse_arg(arg, "configs/few_shot.py", tuple(_EXPERIMENTS), "k", (2, 4, 8, 16),
+                                 required=True)
   exp = _EXPERIMENTS[name]
   config = common.get_config()
   config.data.train = zero_shot_eval.official_dataset(name, role="train", list_file=exp["train"].format(shots))
@@ -56,7 +46,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.data.batch_size = exp["batch_size"]
   config.train.epochs = exp["epochs"]
   config.optim.lr = exp["lr"]
-  config.optim.warmup_epochs = 5
   config.model.drop_path_rate = exp["drop_path_rate"]
-  config.model.prompt_dropout = 0.1
   return config

@@ -35,10 +35,5 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.evals.k400_val = zero_shot_eval.official_dataset("k400", role="val")
   for name in _TRANSFER:
     config.data.evals.update(zero_shot_eval.eval_datasets(name))
-  config.data.batch_size = 80
-  config.train.epochs = 150
-  config.optim.lr = 1e-4
-  config.optim.warmup_epochs = 5
-  config.model.drop_path_rate = 0.1
-  config.model.prompt_dropout = 0.1
+  config.train.epochs = 150  # the other hyper-parameters are common.py's
   return config

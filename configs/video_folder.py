@@ -30,7 +30,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.evals.val = common.dataset(name="val", kind="video_folder", labels_csv=labels_csv,
                                          descriptions=descriptions, role="val")
   config.data.batch_size = 16
-  config.data.eval_batch_size = 16
   config.train.epochs = 30
   config.optim.warmup_epochs = 2
   return config

@@ -1,6 +1,6 @@
 """The README demo: EZ-CLIP learns temporal order that frame averaging cannot see.
 
-Generates the synthetic motion dataset (`data.synthetic`: classes in pairs whose clips
+Generates the synthetic motion dataset (`ezclip_jax.synthetic`: classes in pairs whose clips
 are each other's reverses), trains a tiny random-init EZ-CLIP, then the same model with
 temporal prompts disabled (frame averaging only), and scores both on held-out clips:
 
@@ -19,18 +19,16 @@ on its own scores and prints the largest difference it found.
 import copy
 import csv
 import dataclasses
-import functools
 import pathlib
 
 import jax
 import ml_collections
 import numpy as np
 
-from configs import common
-from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
+from ezclip_jax import synthetic
 from ezclip_jax import text_prompts
 from ezclip_jax import train
 from ezclip_jax import transforms
@@ -90,20 +88,22 @@ def check_symmetric_sampling(source_frames: int, num_frames: int) -> None:
 def make_splits(config: ml_collections.ConfigDict, workdir: pathlib.Path):
   """Writes the training and held-out clips; returns their dataset specs.
 
-  Horizontal flips are off: a flip turns `moving_left` into `moving_right` and clockwise into
-  anticlockwise, so it would swap the labels the demo is about.
+  Each spec is a copy of `config.data.train` (the config's dataset defaults) pointed at the
+  written clips. Horizontal flips are off: a flip turns `moving_left` into `moving_right` and
+  clockwise into anticlockwise, so it would swap the labels the demo is about.
   """
   demo = config.demo
   specs = []
-  for split, videos, seed in (("train", demo.train_videos_per_class, 2 * config.seed),
-                              ("eval", demo.eval_videos_per_class, 2 * config.seed + 1)):
+  # role=test: no "best" checkpoint is picked on the clips the demo reports.
+  for split, videos, seed, role in (("train", demo.train_videos_per_class, 2 * config.seed, "train"),
+                                    ("eval", demo.eval_videos_per_class, 2 * config.seed + 1, "test")):
     root = workdir / "data" / split
     synthetic.make_dataset(root, videos_per_class=videos, num_frames=demo.source_frames, height=demo.frame_size,
                            width=demo.frame_size, classes=tuple(demo.classes), seed=seed)
-    # role=test: no "best" checkpoint is picked on the clips the demo reports.
-    specs.append(common.dataset(name=f"synthetic_{split}", list_file=str(root / "frames.txt"),
-                                labels_csv=str(root / "labels.csv"), descriptions=write_descriptions(root),
-                                flip=False, role="test"))
+    spec = copy.deepcopy(config.data.train)
+    spec.update(name=f"synthetic_{split}", kind="list", list_file=str(root / "frames.txt"),
+                labels_csv=str(root / "labels.csv"), descriptions=write_descriptions(root), flip=False, role=role)
+    specs.append(spec)
   return specs
 
 
@@ -144,18 +144,16 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
   source = train.make_source(spec, config.data.official_repo, skip_bad=False)
   _, prompts = train.class_prompts(spec, config.data.official_repo, model.config.context_length)
   text_embeddings = evaluate.encode_class_texts(model, variables, prompts.tokens)
-  score = jax.jit(functools.partial(evaluate.video_probabilities, model))
   resolution = model.config.image_resolution
   batches = input_pipeline.eval_dataset(
       source, batch_size=config.data.eval_batch_size, num_frames=model.config.num_frames,
       resize_size=round(resolution * 256 / 224), crop_size=resolution, num_workers=0)
-  probs = np.zeros((len(source), len(prompts.tokens[0])), np.float32)
-  labels = np.full(len(source), -1)
-  for batch in batches:
-    mask = np.asarray(batch["mask"])
-    index = np.asarray(batch["index"])[mask]
-    probs[index] = np.asarray(score(variables, batch["video"], text_embeddings))[mask]
-    labels[index] = np.asarray(batch["label"])[mask]
+  # Eval batches come in list order; the mask drops the padding.
+  scored = [(probs[mask], labels[mask])
+            for probs, labels, mask in evaluate.scored_batches(model, variables, batches, text_embeddings)]
+  probs, labels = (np.concatenate(parts) for parts in zip(*scored))
+  if len(labels) != len(source):
+    raise ValueError(f"{spec.list_file}: scored {len(labels)} of its {len(source)} clips")
   return probs, labels
 
 
@@ -165,7 +163,7 @@ def score(probs: np.ndarray, labels: np.ndarray, partners: np.ndarray) -> Scores
   Args:
     probs: `[C * V, C]` class probabilities of the clips in list order: V clips per class, class
       by class, clip k of class c the reverse of clip k of class `partners[c]`
-      (`data.synthetic`'s layout).
+      (`ezclip_jax.synthetic`'s layout).
     labels: int `[C * V]` true classes.
     partners: int `[C]` the reverse partner of each class.
 

@@ -10,14 +10,17 @@ probabilities, the same way the K texts are combined.
 
 Unlike the official loop (which drops the last partial batch), every sample counts
 exactly once: the eval loader pads the last batch and marks real rows in `mask`.
+
+One code path for one device and many: without a mesh, scoring runs on a one-device mesh.
 """
 
 import csv
 import dataclasses
 import functools
+import math
 import os
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -72,25 +75,19 @@ def _global_array(x: np.ndarray, target: jax.sharding.Sharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
 
 
-def _shared_rows(x: np.ndarray, mesh: Mesh | None) -> jax.Array:
+def _shared_rows(x: np.ndarray, mesh: Mesh) -> jax.Array:
   """Rows every process holds in full, sharded over the mesh's batch axes."""
-  if mesh is None:
-    return jax.device_put(x)
   return _global_array(x, sharding.batch_sharding(mesh, x.ndim))
 
 
-def _local_rows(x: np.ndarray, mesh: Mesh | None) -> jax.Array:
+def _local_rows(x: np.ndarray, mesh: Mesh) -> jax.Array:
   """This process's rows of a batch sharded over the mesh's batch axes."""
-  if mesh is None:
-    return jax.device_put(x)
   with jax.transfer_guard_host_to_device("allow"):
     return jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, x.ndim), x)
 
 
-def _place_variables(variables: Any, mesh: Mesh | None) -> Any:
+def _place_variables(variables: Any, mesh: Mesh) -> Any:
   """Keeps arrays already laid out on the mesh (e.g. FSDP-sharded params); replicates the rest."""
-  if mesh is None:
-    return jax.device_put(variables)
   devices = set(mesh.devices.flat)
 
   def place(x):
@@ -101,10 +98,8 @@ def _place_variables(variables: Any, mesh: Mesh | None) -> Any:
   return jax.tree.map(place, variables)
 
 
-def _local_shards(mesh: Mesh | None) -> int:
+def _local_shards(mesh: Mesh) -> int:
   """Batch rows of each process must split evenly over its share of the batch shards."""
-  if mesh is None:
-    return 1
   return max(1, sharding.batch_shards(mesh) // jax.process_count())
 
 
@@ -116,9 +111,9 @@ def _pad_rows(x: np.ndarray, multiple: int, value: Any = 0) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _text_encoder(model: model_lib.EZCLIP, mesh: Mesh | None):
-  out = None if mesh is None else sharding.replicated(mesh)
-  return jax.jit(lambda variables, ids: model.apply(variables, ids, method=model.encode_text), out_shardings=out)
+def _text_encoder(model: model_lib.EZCLIP, mesh: Mesh):
+  return jax.jit(lambda variables, ids: model.apply(variables, ids, method=model.encode_text),
+                 out_shardings=sharding.replicated(mesh))
 
 
 def encode_class_texts(model: model_lib.EZCLIP, variables: Any, text_ids: np.ndarray, batch: int = 256, *,
@@ -130,16 +125,18 @@ def encode_class_texts(model: model_lib.EZCLIP, variables: Any, text_ids: np.nda
     variables: its variables (`{"params": ...}`).
     text_ids: int32 `[K, C, L]` token ids (`text_prompts.build_prompts(...).tokens`).
     batch: text rows per call (rounded up to a multiple of the mesh's batch shards).
-    mesh: shard the rows over the mesh's batch axes; None: the default device.
+    mesh: shard the rows over the mesh's batch axes; None: a one-device mesh
+      (`sharding.one_device_mesh`).
 
   Returns:
     float32 `[K, C, D]` unnormalised text embeddings (replicated over `mesh`).
   """
+  mesh = sharding.one_device_mesh() if mesh is None else mesh
   text_ids = np.asarray(text_ids, np.int32)
   if text_ids.ndim != 3:
     raise ValueError(f"text_ids must be [K, C, L] (texts x classes x tokens), got shape {text_ids.shape}.")
   num_texts, num_classes, length = text_ids.shape
-  shards = 1 if mesh is None else sharding.batch_shards(mesh)
+  shards = sharding.batch_shards(mesh)
   batch = -(-min(batch, num_texts * num_classes) // shards) * shards
   rows = _pad_rows(text_ids.reshape(-1, length), batch)
   encode = _text_encoder(model, mesh)
@@ -161,7 +158,7 @@ def video_probabilities(model: model_lib.EZCLIP, variables: Any, video: jax.Arra
 
 
 @functools.lru_cache(maxsize=16)
-def video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
+def video_scorer(model: model_lib.EZCLIP, mesh: Mesh):
   """`(variables, video uint8 [B, V, T, H, W, 3], labels, mask, texts [K, C, D]) -> (probs [B, C], labels, mask)`.
 
   Labels and mask pass through so that, replicated on the way out, every process sees the
@@ -171,8 +168,7 @@ def video_scorer(model: model_lib.EZCLIP, mesh: Mesh | None):
   def score(variables, video, labels, mask, text_embeddings):
     return video_probabilities(model, variables, video, text_embeddings), labels, mask
 
-  out = None if mesh is None else sharding.replicated(mesh)
-  return jax.jit(score, out_shardings=out)
+  return jax.jit(score, out_shardings=sharding.replicated(mesh))
 
 
 # --------------------------------------------------------------------------- accounting
@@ -286,6 +282,42 @@ def _check_batch(batch: Mapping[str, np.ndarray], number: int) -> tuple[np.ndarr
   return video, labels.astype(np.int32), mask
 
 
+def scored_batches(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[str, np.ndarray]],
+                   text_embeddings: jax.Array, *, mesh: Mesh | None = None
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """Class probabilities of every eval batch, on the host.
+
+  Args:
+    model: the EZ-CLIP module.
+    variables: its variables (`{"params": ...}`).
+    batches: eval batches (`input_pipeline.eval_dataset`; this process's share when
+      multi-host): `video` uint8 `[B, V, T, H, W, 3]`, `label` int `[B]`, `mask` bool `[B]`.
+    text_embeddings: float32 `[K, C, D]` (`encode_class_texts`).
+    mesh: shard each batch over the mesh's batch axes (rows padded and masked to fit);
+      None: a one-device mesh (`sharding.one_device_mesh`).
+
+  Yields:
+    Per batch, over all processes' rows in process order: probabilities float32 `[N, C]`,
+    labels int32 `[N]`, mask bool `[N]` (False for padding).
+  """
+  mesh = sharding.one_device_mesh() if mesh is None else mesh
+  variables = _place_variables(variables, mesh)
+  text_embeddings = _place_variables(text_embeddings, mesh)
+  scorer = video_scorer(model, mesh)
+  multiple = _local_shards(mesh)
+  pending = None  # Fetched after the next batch is dispatched, so the device never waits on the host.
+  for number, batch in enumerate(batches):
+    video, labels, mask = _check_batch(batch, number)
+    video, labels, mask = _pad_rows(video, multiple), _pad_rows(labels, multiple, -1), _pad_rows(mask, multiple)
+    outputs = scorer(variables, _local_rows(video, mesh), _local_rows(labels, mesh), _local_rows(mask, mesh),
+                     text_embeddings)
+    if pending is not None:
+      yield jax.device_get(pending)
+    pending = outputs
+  if pending is not None:
+    yield jax.device_get(pending)
+
+
 def evaluate(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[str, np.ndarray]],
              text_ids: np.ndarray, *, mesh: Mesh | None = None, text_batch: int = 256) -> EvalResult:
   """Zero-shot accuracy of `model` over every sample of `batches`.
@@ -297,28 +329,18 @@ def evaluate(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[
       multi-host): `video` uint8 `[B, V, T, H, W, 3]`, `label` int `[B]`, `mask` bool `[B]`.
     text_ids: int32 `[K, C, L]` class texts; embedded once.
     mesh: shard each batch over the mesh's batch axes (rows padded and masked to fit);
-      None: the default device.
+      None: a one-device mesh (`sharding.one_device_mesh`).
     text_batch: text rows per encoder call.
 
   Returns:
     The counts over all processes' samples (the same on every process).
   """
+  mesh = sharding.one_device_mesh() if mesh is None else mesh
   variables = _place_variables(variables, mesh)
   text_embeddings = encode_class_texts(model, variables, text_ids, text_batch, mesh=mesh)
-  scorer = video_scorer(model, mesh)
   accumulator = Accumulator(text_embeddings.shape[1])
-  multiple = _local_shards(mesh)
-  pending = None  # Fetched after the next batch is dispatched, so the device never waits on the host.
-  for number, batch in enumerate(batches):
-    video, labels, mask = _check_batch(batch, number)
-    video, labels, mask = _pad_rows(video, multiple), _pad_rows(labels, multiple, -1), _pad_rows(mask, multiple)
-    outputs = scorer(variables, _local_rows(video, mesh), _local_rows(labels, mesh), _local_rows(mask, mesh),
-                     text_embeddings)
-    if pending is not None:
-      accumulator.update(*jax.device_get(pending))
-    pending = outputs
-  if pending is not None:
-    accumulator.update(*jax.device_get(pending))
+  for probabilities, labels, mask in scored_batches(model, variables, batches, text_embeddings, mesh=mesh):
+    accumulator.update(probabilities, labels, mask)
   result = accumulator.result()
   if not result.num_samples:
     raise ValueError("The eval batches held no unmasked sample.")
@@ -328,20 +350,30 @@ def evaluate(model: model_lib.EZCLIP, variables: Any, batches: Iterable[Mapping[
 # ------------------------------------------------------------------------------ reports
 
 
+# Up to this many classes, each cell shows its count.
+ANNOTATED_CLASSES = 30
+
+
+def _cell_pixels(num_classes: int) -> int:
+  return 30 if num_classes <= ANNOTATED_CLASSES else 15
+
+
 def confusion_png_pixels(num_classes: int) -> int:
-  """Side of the square confusion-matrix PNG: 250 + 15 per class, between 600 and 4000 pixels."""
-  return min(4000, max(600, 250 + 15 * num_classes))
+  """Side of the square confusion-matrix PNG: 300 for the labels, title and colour bar plus
+  30 pixels per class (15 above `ANNOTATED_CLASSES`), between 600 and 4000 pixels."""
+  return min(4000, max(600, 300 + _cell_pixels(num_classes) * num_classes))
 
 
 def save_confusion_matrix_png(matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, *,
                               title: str = "") -> None:
-  """Draws the row-normalised confusion matrix (true class rows) with class names.
+  """Draws the confusion matrix: cells coloured by the fraction of their true class (row), with
+  their counts written in up to `ANNOTATED_CLASSES` classes, and the class names as ticks.
 
   Args:
     matrix: `[C, C]` counts, rows true classes, columns predictions.
     class_names: `[C]` names for the ticks (every n-th when they would not fit).
     path: the PNG, `confusion_png_pixels(C)` pixels square (parent folders are created).
-    title: drawn above the matrix.
+    title: drawn above the matrix, e.g. the dataset and the training step.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -352,22 +384,35 @@ def save_confusion_matrix_png(matrix: np.ndarray, class_names: Sequence[str], pa
   if matrix.shape != (num_classes, num_classes):
     raise ValueError(f"Confusion matrix of shape {matrix.shape} does not match {num_classes} class names.")
   dpi = 100
-  side = confusion_png_pixels(num_classes) / dpi
+  pixels = confusion_png_pixels(num_classes)
   rows = matrix.sum(axis=1, keepdims=True)
   fractions = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-  fig, ax = plt.subplots(figsize=(side, side), dpi=dpi, layout="constrained")
+  fig, ax = plt.subplots(figsize=(pixels / dpi, pixels / dpi), dpi=dpi, layout="constrained")
   image = ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
   fig.colorbar(image, ax=ax, shrink=0.6, label="fraction of the true class")
-  step = max(1, -(-num_classes * 15 // (confusion_png_pixels(num_classes) - 250)))
-  ticks = np.arange(0, num_classes, step)
-  ax.set_xticks(ticks, [class_names[i] for i in ticks], rotation=90, fontsize=7)
-  ax.set_yticks(ticks, [class_names[i] for i in ticks], fontsize=7)
+  if num_classes <= ANNOTATED_CLASSES:
+    _write_counts(ax, matrix, fractions)
+  # Tick labels need about 11 pixels each at 7 points.
+  cell = (pixels - 300) / num_classes
+  ticks = np.arange(0, num_classes, max(1, math.ceil(11 / cell)))
+  labels = [class_names[i] for i in ticks]
+  ax.set_xticks(ticks, labels, rotation=90, fontsize=7 if cell < 20 else 9)
+  ax.set_yticks(ticks, labels, fontsize=7 if cell < 20 else 9)
   ax.set_xlabel("predicted class")
   ax.set_ylabel("true class")
   ax.set_title(title)
   pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(os.fspath(path), dpi=dpi)
   plt.close(fig)
+
+
+def _write_counts(ax, matrix: np.ndarray, fractions: np.ndarray) -> None:
+  """The count in each non-empty cell, white on dark cells."""
+  fontsize = 9 if len(matrix) <= 15 else 7
+  for (true, predicted), count in np.ndenumerate(matrix):
+    if count:
+      colour = "white" if fractions[true, predicted] > 0.5 else "black"
+      ax.text(predicted, true, str(count), ha="center", va="center", fontsize=fontsize, color=colour)
 
 
 def save_per_class_csv(result: EvalResult, class_names: Sequence[str], path: str | os.PathLike) -> None:
@@ -430,26 +475,3 @@ def base_to_novel_summary(base: Sequence[EvalResult | float], novel: Sequence[Ev
   base_mean = mean_std([_top1(r) for r in base])[0]
   novel_mean = mean_std([_top1(r) for r in novel])[0]
   return {"base": base_mean, "novel": novel_mean, "hm": harmonic_mean(base_mean, novel_mean)}
-
-
-def few_shot_summary(results: Mapping[int, Sequence[EvalResult | float] | EvalResult | float]
-                     ) -> dict[int, tuple[float, float]]:
-  """Few-shot protocol: top-1 mean and std over the runs of each shot count K (2, 4, 8, 16).
-
-  Returns:
-    `{K: (mean, std)}` sorted by K.
-  """
-  summary = {}
-  for shots in sorted(results):
-    runs = results[shots]
-    runs = runs if isinstance(runs, Sequence) else [runs]
-    summary[shots] = mean_std([_top1(r) for r in runs])
-  return summary
-
-
-def format_few_shot_table(summary: Mapping[int, tuple[float, float]], dataset: str = "top-1") -> str:
-  """A Markdown table, one column per shot count: `| HMDB51 | 52.1 ± 0.3 | ...` (std shown when > 0)."""
-  header = "| " + " | ".join(["dataset"] + [f"K={k}" for k in summary]) + " |"
-  rule = "|" + "---|" * (len(summary) + 1)
-  cells = [f"{mean:.1f} ± {std:.1f}" if std else f"{mean:.1f}" for mean, std in summary.values()]
-  return "\n".join([header, rule, "| " + " | ".join([dataset] + cells) + " |"])

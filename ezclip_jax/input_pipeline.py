@@ -74,13 +74,12 @@ class ListSource:
   """Videos listed one per line: `path num_frames label`, or `path label` for video files.
 
   The official split files load as-is. Their absolute paths point into the authors'
-  machines; `root` replaces everything before the last path component (or, with
-  `strip_prefix`, exactly that prefix), so `/media/x/UCF_101/v_Punch_g01_c02` becomes
-  `root/v_Punch_g01_c02`. Relative paths are taken relative to `root` when given.
+  machines; `root` replaces everything before the last path component, so
+  `/media/x/UCF_101/v_Punch_g01_c02` becomes `root/v_Punch_g01_c02`. Relative paths are taken relative to `root` when given.
   """
 
   def __init__(self, list_file: str | os.PathLike, labels_csv: str | os.PathLike, *,
-               root: str | os.PathLike | None = None, strip_prefix: str | None = None, media: str = "frames",
+               root: str | os.PathLike | None = None, media: str = "frames",
                template: str = "img_{:05d}.jpg", index_bias: int = 1, skip_bad: bool = False):
     """Parses and checks the list.
 
@@ -88,7 +87,6 @@ class ListSource:
       list_file: the list.
       labels_csv: `id,name` label CSV; every label must be one of its ids.
       root: replaces the listed paths' directory (see the class docstring).
-      strip_prefix: with `root`, the exact prefix to replace instead.
       media: `frames` (folders of `template` images, official), `video` (video files), or
         `auto` (a folder is frames, a file is a video).
       template: frame file name template.
@@ -97,12 +95,9 @@ class ListSource:
     """
     if media not in _MEDIA:
       raise ValueError(f"media must be one of {_MEDIA}, got {media!r}.")
-    if strip_prefix is not None and root is None:
-      raise ValueError("strip_prefix needs root (the replacement).")
     self.list_file = os.fspath(list_file)
     self.labels_csv = os.fspath(labels_csv)
     self.root = None if root is None else os.fspath(root)
-    self.strip_prefix = strip_prefix
     self.media = media
     self.template = template
     self.index_bias = index_bias
@@ -151,10 +146,6 @@ class ListSource:
   def _resolve(self, path: str, origin: str) -> str:
     if self.root is None:
       return path
-    if self.strip_prefix is not None:
-      if not path.startswith(self.strip_prefix):
-        raise video_io.DataError(f"{origin}: path {path!r} does not start with strip_prefix {self.strip_prefix!r}.")
-      return os.path.join(self.root, path[len(self.strip_prefix):].lstrip("/"))
     return os.path.join(self.root, os.path.basename(path) if os.path.isabs(path) else path)
 
   def __len__(self) -> int:
@@ -190,7 +181,7 @@ class ListSource:
 
   def __repr__(self) -> str:
     return (f"ListSource(list_file={self.list_file!r}, labels_csv={self.labels_csv!r}, root={self.root!r}, "
-            f"strip_prefix={self.strip_prefix!r}, media={self.media!r}, template={self.template!r}, "
+            f"media={self.media!r}, template={self.template!r}, "
             f"index_bias={self.index_bias}, num_videos={len(self)})")
 
 

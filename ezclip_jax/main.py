@@ -7,6 +7,7 @@
 `--config.key=value` overrides any config field (configs are locked, so a typo
 fails at start-up). A workdir with checkpoints is resumed automatically. The workdir
 is a local or shared-filesystem path (every process of a multi-host run writes to it).
+Library logs (orbax on every save, grain, ...) are off; `--log_level=info` shows them.
 
 With `--config.distributed=True`, `jax.distributed.initialize()` finds the cluster on
 TPU VMs, under Slurm and under Open MPI; elsewhere pass `--coordinator_address`,
@@ -19,6 +20,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from ezclip_jax import console
 from ezclip_jax import demo
 from ezclip_jax import platforms
 from ezclip_jax import train
@@ -46,6 +48,7 @@ def initialize_distributed() -> None:
 def main(argv) -> None:
   del argv
   platforms.quiet_absent_tpu()
+  console.set_log_level(console.LOG_LEVEL.value)
   config = _CONFIG.value
   if config.distributed:
     initialize_distributed()

@@ -6,9 +6,10 @@
                                       uninterrupted run (see `truncate_after`)
   WORKDIR/tensorboard/events.out.tfevents.*   for `tensorboard --logdir WORKDIR/tensorboard`,
                                       tags `<split>/<name>`
-The event files are written here without TensorFlow: a TFRecord of hand-encoded `Event`
-protos (the handful of fields TensorBoard reads for scalars). tensorboardX would do the same
-but imports PyTorch whenever it is installed, and the library must not.
+The event files hold `Event` protos in TFRecord framing, both from the `tensorboard`
+package (`tensorboard.compat.proto`, `RecordWriter`), which needs no TensorFlow. Its
+`EventFileWriter` is not used: it imports TensorFlow wherever TensorFlow is installed
+(Colab), and tensorboardX imports PyTorch wherever that is.
 """
 
 import datetime
@@ -18,86 +19,18 @@ import math
 import os
 import pathlib
 import socket
-import struct
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from absl import logging
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.summary.writer import record_writer
 
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _EVENT_FILE_NUMBER = itertools.count()
-
-
-# ------------------------------------------------------------- TensorBoard event records
-
-
-def _crc32c_table() -> tuple[int, ...]:
-  table = []
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    table.append(crc)
-  return tuple(table)
-
-
-_CRC32C_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-  """CRC-32C (Castagnoli), the checksum of TFRecord files."""
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _tfrecord(data: bytes) -> bytes:
-  length = struct.pack("<Q", len(data))
-  return length + struct.pack("<I", _masked_crc(length)) + data + struct.pack("<I", _masked_crc(data))
-
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while True:
-    byte, value = value & 0x7F, value >> 7
-    out.append(byte | (0x80 if value else 0))
-    if not value:
-      return bytes(out)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-  return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _event(step: int, wall_time: float, what: bytes) -> bytes:
-  """An `Event` proto: wall_time (field 1, double), step (2, int64) and one `what` field."""
-  return b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step) + what
-
-
-def _file_version() -> bytes:
-  return _length_delimited(3, b"brain.Event:2")
-
-
-def _summary(scalars: Mapping[str, float]) -> bytes:
-  """`Event.summary` (field 5): one `Value` (tag = 1, simple_value = 2 as float32) per scalar."""
-  values = b"".join(
-      _length_delimited(1, _length_delimited(1, tag.encode("utf-8")) + b"\x15" + struct.pack("<f", value))
-      for tag, value in scalars.items())
-  return _length_delimited(5, values)
-
-
-def _session_start() -> bytes:
-  # `Event.session_log` (field 7) with status START: TensorBoard then drops the events it
-  # has read with steps >= this event's step, i.e. those of a killed run past its checkpoint.
-  return _length_delimited(7, b"\x08\x01")
 
 
 # ------------------------------------------------------------------------- JSONL records
@@ -157,7 +90,7 @@ class MetricWriter:
     self.jsonl_path = pathlib.Path(workdir) / JSONL_NAME
     self.tensorboard_dir = pathlib.Path(workdir) / TENSORBOARD_DIR
     self._jsonl = None
-    self._events = None
+    self._events: record_writer.RecordWriter | None = None
     if enabled:
       self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
       self._open_jsonl()
@@ -165,14 +98,16 @@ class MetricWriter:
   def _open_jsonl(self) -> None:
     self._jsonl = os.open(self.jsonl_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-  def _write_event(self, step: int, what: bytes) -> None:
+  def _write_event(self, event: event_pb2.Event) -> None:
+    """Appends `event` (wall time set now) and flushes it, creating the event file at the first call."""
     if self._events is None:
       self.tensorboard_dir.mkdir(parents=True, exist_ok=True)
       name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}."
               f"{next(_EVENT_FILE_NUMBER)}")
-      self._events = open(self.tensorboard_dir / name, "ab")
-      self._events.write(_tfrecord(_event(0, time.time(), _file_version())))
-    self._events.write(_tfrecord(_event(step, time.time(), what)))
+      self._events = record_writer.RecordWriter(open(self.tensorboard_dir / name, "ab"))
+      self._events.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+    event.wall_time = time.time()
+    self._events.write(event.SerializeToString())
     self._events.flush()
 
   def write_scalars(self, step: int, values: Mapping[str, Any], split: str = "train") -> None:
@@ -184,7 +119,9 @@ class MetricWriter:
     scalars = _scalars(values)
     line = json.dumps({"step": int(step), "split": split, "values": scalars}) + "\n"
     os.write(self._jsonl, line.encode("utf-8"))
-    self._write_event(int(step), _summary({f"{split}/{name}": value for name, value in scalars.items()}))
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=f"{split}/{name}", simple_value=value)
+                                         for name, value in scalars.items()])
+    self._write_event(event_pb2.Event(step=int(step), summary=summary))
 
   def truncate_after(self, step: int) -> None:
     """Forgets what a killed run logged after its last checkpoint (`step`, the restored one).
@@ -200,7 +137,9 @@ class MetricWriter:
     os.close(self._jsonl)
     os.replace(temporary, self.jsonl_path)
     self._open_jsonl()
-    self._write_event(step + 1, _session_start())
+    # A session START: TensorBoard then drops the points it has read with steps >= this one.
+    self._write_event(event_pb2.Event(step=step + 1,
+                                      session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
 
   def close(self) -> None:
     if self._jsonl is not None:
@@ -315,27 +254,48 @@ def _is_accuracy(name: str) -> bool:
   return metric.startswith("top") or "acc" in metric
 
 
+def _loss_limits(series: list[tuple[list[int], list[float]]]) -> tuple[float, float]:
+  """y-range of the loss panel: from 0 (or below, for negative values) to just above the highest
+  point after the first tenth of the steps, so the first steps' large losses do not flatten the rest."""
+  steps = [s for steps, _ in series for s in steps]
+  first, last = min(steps), max(steps)
+  later = [v for steps, values in series for s, v in zip(steps, values) if s >= first + (last - first) / 10]
+  everything = [v for _, values in series for v in values]
+  top = max(later or everything)
+  return min(0.0, min(everything)), 1.05 * top if top > 0 else 1.0
+
+
 def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> None:
   """Plots the log's losses (metrics named `*loss*`) and accuracies (`top*`, `*acc*`) by step.
 
-  The PNG (parent folders created) is written to a temporary file and renamed, so a viewer
-  never sees half of it.
+  Accuracies are drawn on 0-100%; losses from 0 up (`_loss_limits`). Series with few points
+  get markers, so a single evaluation still shows. The PNG (parent folders created) is
+  written to a temporary file and renamed, so a viewer never sees half of it.
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
 
   series = _series(read_jsonl(jsonl_path))
   fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, layout="constrained")
+  losses = []
   for name, (steps, values) in sorted(series.items()):
+    marker = "o" if len(steps) <= 20 else None
     if "loss" in name.rsplit("/", 1)[-1]:
-      loss_ax.plot(steps, values, label=name)
+      loss_ax.plot(steps, values, marker=marker, markersize=3, label=name)
+      losses.append((steps, values))
     elif _is_accuracy(name):
-      acc_ax.plot(steps, values, marker="o", label=name)
-  for ax, title, unit in ((loss_ax, "loss", "loss"), (acc_ax, "accuracy", "percent")):
+      acc_ax.plot(steps, values, marker="o", markersize=4, label=name)
+  if losses:
+    loss_ax.set_ylim(*_loss_limits(losses))
+  acc_ax.set_ylim(-2, 102)
+  for ax, title, unit in ((loss_ax, "training loss", "loss"), (acc_ax, "evaluation accuracy", "percent")):
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.set_ylabel(unit)
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ax.lines:
       ax.legend(fontsize=8)

@@ -2,8 +2,8 @@
 
 Module and parameter names follow the PyTorch keys they are converted from
 (`visual.transformer.resblocks.3.attn.in_proj_weight` lives at
-`visual/transformer/resblocks_3/attn/{query,key,value}`), so `convert/` reads as
-a table.
+`visual/transformer/resblocks_3/attn/in_proj/kernel`, one packed q/k/v projection
+of shape `(width, 3, heads, head_dim)`), so `convert/` reads as a table.
 
 EZ-CLIP (arXiv 2312.08010) changes a frozen CLIP in three places:
   * a temporal embedding `[1, T, width]` added to every token of frame t;
@@ -472,7 +472,3 @@ def init_boxed(model: EZCLIP, rng: Array) -> dict:
 def init_variables(config: ModelConfig, rng: Array) -> dict:
   """Random-init (unboxed) variables."""
   return nn.meta.unbox(jax.jit(lambda r: init_boxed(EZCLIP(config), r))(rng))
-
-
-def parameter_count(tree: Any) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))

@@ -40,6 +40,7 @@ import numpy as np
 from absl import logging
 
 from ezclip_jax import checkpoint
+from ezclip_jax import console
 from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
@@ -468,6 +469,8 @@ def _parser() -> argparse.ArgumentParser:
                                              "16 templates")
   parser.add_argument("--top-k", type=int, default=5, help="classes shown per video (default 5)")
   parser.add_argument("--json", action="store_true", help="print a JSON list, one object per video")
+  # Unreadable videos are reported in the output, not logged as well.
+  console.add_log_level_argument(parser, default="error")
   parser.add_argument("--batch-size", type=int, default=8, help="videos per model call (default 8)")
   parser.add_argument("--num-clips", type=int, default=1, help="temporal views per video (default 1)")
   parser.add_argument("--num-crops", type=int, default=1, choices=(1, 3),
@@ -502,6 +505,11 @@ def _load(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str], model_l
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  with console.log_level(args.log_level):
+    return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
   try:
     class_names, videos, model, variables = _load(args)
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -527,7 +535,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  # Unreadable videos are reported by main, not logged as well. Set here, not in main, so
-  # that calling main from Python leaves the caller's logging alone.
-  logging.set_verbosity(logging.ERROR)
   sys.exit(main())

@@ -167,7 +167,9 @@ def run_evals(config, model, params, mesh, model_config, step: int, writer, work
     writer.write_scalars(step, result.summary(), split=f"eval/{name}")
     if jax.process_index() == 0:
       plots = workdir / "plots"
-      evaluate.save_confusion_matrix_png(result.confusion, class_names, plots / f"confusion_{name}_{step}.png")
+      evaluate.save_confusion_matrix_png(
+          result.confusion, class_names, plots / f"confusion_{name}_{step}.png",
+          title=f"{spec.name or name}, step {step}: top-1 {result.top1:.1f}% of {result.num_samples} videos")
       evaluate.save_per_class_csv(result, class_names, plots / f"per_class_{name}_{step}.csv")
     results[name] = result
   for group, summary in protocol_summaries(evals, results).items():
@@ -211,7 +213,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {len(source)} training videos")
   total_steps = config.train.epochs * steps_per_epoch
   accum = config.optim.grad_accum_steps
-  tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum)
+  tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum,
+                            steps_per_epoch // accum)
   patterns = tuple(config.train.trainable)
   train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
                                           motion_weight=config.train.motion_weight,

@@ -33,11 +33,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-from absl import logging
 import numpy as np
 from PIL import Image
 
 from ezclip_jax import checkpoint
+from ezclip_jax import console
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
 from ezclip_jax import predict
@@ -176,11 +176,18 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--checkpoint", required=True,
                       help="converted pretrained directory (python -m convert.torch_to_flax) or training workdir")
   parser.add_argument("--out", required=True, help="output directory for frame_<t>.png and contact_sheet.png")
+  # An unreadable video is reported by main, not logged as well.
+  console.add_log_level_argument(parser, default="error")
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  with console.log_level(args.log_level):
+    return _visualize(args)
+
+
+def _visualize(args: argparse.Namespace) -> int:
   video = pathlib.Path(args.video)
   if not video.exists() or (video.is_dir() and not predict.is_frame_folder(video)):
     print(f"error: {video} is neither a video file nor a folder of JPEG frames.", file=sys.stderr)
@@ -201,7 +208,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  # An unreadable video is reported by main, not logged as well. Set here, not in main, so
-  # that calling main from Python leaves the caller's logging alone.
-  logging.set_verbosity(logging.ERROR)
   sys.exit(main())

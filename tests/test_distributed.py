@@ -48,13 +48,14 @@ def test_two_process_training_checkpoints_and_logs_once(tmp_path):
   data = synthetic.make_dataset(tmp_path / "data", videos_per_class=4, num_frames=8, height=64, width=64,
                                 classes=test_main.CLASSES)
   config_file = test_main.write_config_file(data, tmp_path / "tiny.py")
-  # `python -m ezclip_jax.main` itself, told where the cluster is by flags (GPU hosts without a scheduler).
+  # `python -m ezclip_jax.main` itself, told where the cluster is by flags (GPU hosts without a scheduler);
+  # --log_level=info shows each process's "process i/N" line.
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
   port = _free_port()
   processes = [subprocess.Popen(
       [sys.executable, "-m", "ezclip_jax.main", f"--config={config_file}", f"--workdir={tmp_path / 'run'}",
        "--config.distributed=True", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-       f"--process_id={i}"], cwd=pathlib.Path(__file__).parents[1], env=env, stdout=subprocess.PIPE,
+       f"--process_id={i}", "--log_level=info"], cwd=pathlib.Path(__file__).parents[1], env=env, stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT, text=True) for i in range(2)]
   outputs = [p.communicate(timeout=300)[0] for p in processes]
   for i, (p, output) in enumerate(zip(processes, outputs)):

@@ -215,12 +215,36 @@ def test_confusion_png_size(tmp_path):
   path = tmp_path / "confusion.png"
   evaluate.save_confusion_matrix_png(matrix, names, path, title="UCF101")
   with Image.open(path) as image:
-    assert image.format == "PNG" and image.size == (250 + 15 * 101, 250 + 15 * 101)
+    assert image.format == "PNG" and image.size == (300 + 15 * 101, 300 + 15 * 101)
   evaluate.save_confusion_matrix_png(np.eye(3, dtype=int), ["a", "b", "c"], tmp_path / "plots" / "small.png")
   with Image.open(tmp_path / "plots" / "small.png") as image:
     assert image.size == (600, 600)
+  # Up to 30 classes the cells hold counts, so they get 30 pixels each.
+  assert evaluate.confusion_png_pixels(30) == 300 + 30 * 30 and evaluate.confusion_png_pixels(31) == 300 + 15 * 31
   with pytest.raises(ValueError, match="3 class names"):
     evaluate.save_confusion_matrix_png(matrix, names[:3], path)
+
+
+def _pixels(path):
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB")).astype(int)
+
+
+def test_confusion_png_writes_counts_and_title(tmp_path):
+  # Two classes, all right: two cells of the darkest blue, each with its count in white.
+  evaluate.save_confusion_matrix_png(np.array([[7, 0], [0, 9]]), ["a", "b"], tmp_path / "titled.png",
+                                     title="UCF101, step 300")
+  pixels = _pixels(tmp_path / "titled.png")
+  dark = np.abs(pixels - [0x08, 0x30, 0x6B]).sum(axis=-1) < 40  # Blues at 1.0
+  top, left = np.argwhere(dark)[0]  # the first dark pixel: the top-left corner of cell (0, 0)
+  right = left + np.argmin(dark[top, left:])
+  bottom = top + np.argmin(dark[top:, left])
+  assert right - left > 100 and bottom - top > 100
+  cell = pixels[top:bottom, left:right]
+  assert (cell > 200).all(axis=-1).sum() > 10  # the white "7"
+  assert (pixels[:top - 5] < 100).all(axis=-1).sum() > 20  # the title above the matrix
+  evaluate.save_confusion_matrix_png(np.array([[7, 0], [0, 9]]), ["a", "b"], tmp_path / "untitled.png")
+  assert not (_pixels(tmp_path / "untitled.png")[:top - 5] < 100).all(axis=-1).any()
 
 
 def test_per_class_csv(tmp_path):
@@ -260,14 +284,3 @@ def test_base_to_novel_harmonic_mean():
   assert summary["hm"] == pytest.approx(9480 / 139)
   with pytest.raises(ValueError, match="one base and one novel"):
     evaluate.base_to_novel_summary([80.0], [60.0, 61.0])
-
-
-def test_few_shot_table():
-  summary = evaluate.few_shot_summary({8: [50.0, 54.0], 2: 40.0, 16: _result_with_top1(5), 4: [45.0]})
-  assert list(summary) == [2, 4, 8, 16]
-  assert summary[8] == (52.0, 2.0)
-  assert summary[16] == (62.5, 0.0)
-  assert evaluate.format_few_shot_table(summary, "HMDB51") == (
-      "| dataset | K=2 | K=4 | K=8 | K=16 |\n"
-      "|---|---|---|---|---|\n"
-      "| HMDB51 | 40.0 | 45.0 | 52.0 ± 2.0 | 62.5 |")

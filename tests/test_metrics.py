@@ -1,48 +1,33 @@
 """Metric logging: TensorBoard events read back, JSONL truncation on resume, progress lines, curves."""
 
-import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from tensorboardX import crc32c as reference_crc32c
-from tensorboardX.proto import event_pb2
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.compat.proto import event_pb2
 
 from ezclip_jax import metrics
 
 
-def _read_tfrecords(path):
-  """Records of a TFRecord file, each checked against tensorboardX's CRC-32C."""
-
-  def masked(data):
-    crc = reference_crc32c.crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-  data, records, offset = path.read_bytes(), [], 0
-  while offset < len(data):
-    header = data[offset:offset + 8]
-    (length,), (length_crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[offset + 8:offset + 12])
-    assert length_crc == masked(header)
-    record = data[offset + 12:offset + 12 + length]
-    assert struct.unpack("<I", data[offset + 12 + length:offset + 16 + length])[0] == masked(record)
-    records.append(record)
-    offset += 16 + length
-  return records
-
-
 def _events(workdir):
+  """Every event of the run's event files, read by TensorBoard's own loader (which checks the CRCs)."""
   files = sorted((workdir / "tensorboard").iterdir())
-  return [event_pb2.Event.FromString(r) for path in files for r in _read_tfrecords(path)]
+  return [event for path in files for event in event_file_loader.LegacyEventFileLoader(str(path)).Load()]
 
 
 def _scalar_points(events):
   return [(e.step, v.tag, v.simple_value) for e in events if e.HasField("summary") for v in e.summary.value]
 
 
-def test_crc32c_matches_the_standard_check_value():
-  assert metrics.crc32c(b"123456789") == 0xE3069283  # RFC 3720's CRC-32C check value
-  data = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
-  assert metrics.crc32c(data) == reference_crc32c.crc32c(data)
+def _tensorboard_view(workdir, tag):
+  """(step, value) of `tag` as TensorBoard shows it: after dropping the points a restart orphaned."""
+  accumulator = event_accumulator.EventAccumulator(str(workdir / "tensorboard"), purge_orphaned_data=True)
+  accumulator.Reload()
+  return [(e.step, e.value) for e in accumulator.Scalars(tag)]
 
 
 def test_scalars_read_back_from_event_file(tmp_path):
@@ -57,6 +42,24 @@ def test_scalars_read_back_from_event_file(tmp_path):
                                      (300, "ucf101/top5")]
   np.testing.assert_allclose([p[2] for p in points], [2.5, 1e-4, 1.25, 61.5, 90.0], rtol=1e-7)
   assert all(e.wall_time > 1.6e9 for e in events)
+
+
+def test_writer_imports_neither_tensorflow_nor_torch(tmp_path):
+  # An empty `tensorflow` package stands for an installed TensorFlow (as on Colab); importing it
+  # leaves it in sys.modules.
+  (tmp_path / "tensorflow").mkdir()
+  (tmp_path / "tensorflow" / "__init__.py").write_text("")
+  script = ("import sys\n"
+            "from ezclip_jax import metrics\n"
+            f"with metrics.MetricWriter({str(tmp_path / 'run')!r}, enabled=True) as writer:\n"
+            "  writer.write_scalars(1, {'loss': 1.0})\n"
+            "  writer.truncate_after(0)\n"
+            "print(sorted({'tensorflow', 'torch', 'tensorboardX'} & set(sys.modules)))\n")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split("\n")[-2] == "[]"
+  assert _scalar_points(_events(tmp_path / "run")) == [(1, "train/loss", 1.0)]
 
 
 def _log(workdir, steps, *, truncate_at=None, kill=False):
@@ -85,11 +88,15 @@ def test_resumed_log_equals_uninterrupted_log(tmp_path):
                          {"step": 2, "split": "eval", "values": {"top1": 2.0}}]
   assert [(r["step"], r["split"]) for r in records].count((4, "eval")) == 1
 
-  # TensorBoard sees a restart at step 4, so it drops the killed run's points from step 4 on.
+  # A restart marked at step 4: TensorBoard drops the killed run's points from step 4 on and shows
+  # the same curves as for the uninterrupted run.
   events = _events(resumed)
   starts = [e.step for e in events if e.HasField("session_log")]
   assert starts == [4]
   assert all(e.session_log.status == event_pb2.SessionLog.START for e in events if e.HasField("session_log"))
+  for tag in ("train/loss", "eval/top1"):
+    assert _tensorboard_view(resumed, tag) == _tensorboard_view(tmp_path / "straight", tag)
+  assert [step for step, _ in _tensorboard_view(resumed, "train/loss")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_read_jsonl_names_a_bad_line(tmp_path):
@@ -160,3 +167,25 @@ def test_plot_curves(tmp_path):
   blue = np.abs(pixels - [0x1F, 0x77, 0xB4]).sum(axis=-1) < 30
   assert blue[:, :600].sum() > 100 and blue[:, 600:].sum() > 100
   assert not list(png.parent.glob("*.tmp"))
+
+
+def test_curves_y_ranges(tmp_path):
+  # A first-step loss of 50 must not flatten the rest (2.0 falling to 1.0), and an accuracy
+  # moving between 49% and 51% must not fill the panel: accuracy is drawn on 0-100%.
+  with metrics.MetricWriter(tmp_path, enabled=True) as writer:
+    for step in range(1, 41):
+      writer.write_scalars(step, {"loss": 50.0 if step == 1 else 2.0 - (step - 2) / 38})
+      if step % 4 == 0:
+        writer.write_scalars(step, {"top1": 49.0 + (step % 8) / 2}, split="ucf101")
+  png = tmp_path / "curves.png"
+  metrics.plot_curves(tmp_path / "metrics.jsonl", png)
+  with Image.open(png) as image:
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+  blue = np.abs(pixels - [0x1F, 0x77, 0xB4]).sum(axis=-1) < 30
+
+  def vertical_spread(columns):
+    rows = np.nonzero(blue[60:, columns].any(axis=1))[0]  # below the legends
+    return rows.max() - rows.min()
+
+  assert vertical_spread(slice(330, 560)) > 60  # steps 21-39: losses 1.5 to 1.05 of a 0-2.1 range
+  assert vertical_spread(slice(700, 1150)) < 30  # 49% to 51% of a -2-102% range

@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
 from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
@@ -25,9 +24,45 @@ def test_schedule_is_the_official_warmup_cosine():
     assert float(schedule(t)) == pytest.approx(want, rel=1e-5, abs=1e-5 * lr), t
 
 
+def _official_loop_lrs(lr, warmup_epochs, epochs, steps_per_epoch, every=10):
+  """The lr of each iteration of the official train.py loop: `lr_scheduler.step(epoch + kkk / len(loader))`
+  when `(kkk + 1) == 1 or (kkk + 1) % 10 == 0`, WarmupCosineAnnealingLR in fractional epochs."""
+
+  def scheduler(t):
+    if t < warmup_epochs:
+      return lr * t / warmup_epochs
+    return lr * (math.cos(math.pi * min((t - warmup_epochs) / (epochs - warmup_epochs), 1.0)) + 1) / 2
+
+  lrs = []
+  for epoch in range(epochs):
+    for kkk in range(steps_per_epoch):
+      if (kkk + 1) == 1 or (kkk + 1) % every == 0:
+        current = scheduler(epoch + kkk / steps_per_epoch)
+      lrs.append(current)
+  return lrs
+
+
+def test_staircase_reproduces_the_official_loop():
+  lr, warmup_epochs, epochs, per_epoch = 1e-3, 1, 3, 25
+  want = _official_loop_lrs(lr, warmup_epochs, epochs, per_epoch)
+  # Hand-checked corners: steps 0-8 keep lr(0) = 0; steps 9-18 lr(9/25 epoch); a new epoch restarts at 0.
+  assert want[8] == 0 and want[9] == want[18] == pytest.approx(lr * 9 / 25) and want[25] == want[33] == lr
+  schedule = optim.learning_rate_schedule(lr, warmup_epochs * per_epoch, epochs * per_epoch, staircase_every=10,
+                                          steps_per_epoch=per_epoch)
+  np.testing.assert_allclose([float(schedule(t)) for t in range(epochs * per_epoch)], want, rtol=1e-5, atol=1e-9)
+  per_step = optim.learning_rate_schedule(lr, warmup_epochs * per_epoch, epochs * per_epoch)
+  official_per_step = _official_loop_lrs(lr, warmup_epochs, epochs, per_epoch, every=1)
+  np.testing.assert_allclose([float(per_step(t)) for t in range(epochs * per_epoch)], official_per_step,
+                             rtol=1e-5, atol=1e-9)
+  config = test_step._optim_config()
+  config.lr_staircase_every = 10
+  with pytest.raises(ValueError, match="lr_staircase_every=10 needs the steps per epoch"):
+    optim.make_optimizer(config, total_steps=10, warmup_steps=1)
+
+
 def test_split_follows_the_official_name_filter():
   params = test_model._random_variables(test_model.TINY)["params"]
-  trainable, frozen = optim.split_params(params, common.OFFICIAL_TRAINABLE)
+  trainable, frozen = optim.split_params(params, optim.DEFAULT_TRAINABLE)
   names = lambda tree: {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
   assert all("prompt" in n or "Adapter" in n for n in names(trainable))
   assert not any("prompt" in n or "Adapter" in n for n in names(frozen))

@@ -311,7 +311,8 @@ def run_cluster(command: str, env: dict[str, str]) -> list[tuple[int, str]]:
   (two simulated devices each); the same payload runs once. Returns (status, output) per process."""
   key = tuple(shlex.split(command))
   if key not in _CLUSTER_RUNS:
-    extra = "".join(" " + shlex.quote(a) for a in tiny_args(list(key)))
+    # --log_level=info: each process logs its "process i/N" line (checked by check_cluster_run).
+    extra = "".join(" " + shlex.quote(a) for a in (*tiny_args(list(key)), "--log_level=info"))
     port = str(_free_port())
     processes = []
     for rank in range(CLUSTER_PROCESSES):
