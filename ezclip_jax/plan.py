@@ -33,7 +33,6 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -42,6 +41,7 @@ from jax.sharding import Mesh
 from ml_collections import config_flags
 
 from ezclip_jax import checkpoint
+from ezclip_jax import console
 from ezclip_jax import evaluate
 from ezclip_jax import model as model_lib
 from ezclip_jax import optim
@@ -752,7 +752,7 @@ def define_flags() -> dict[str, flags.FlagHolder]:
 def main(argv: Sequence[str], holders: dict[str, flags.FlagHolder]) -> int:
   del argv
   values = {name: holder.value for name, holder in holders.items()}
-  logging.set_verbosity(logging.WARNING)  # JAX logs at INFO that it found no TPU
+  console.set_log_level(console.LOG_LEVEL.value)  # JAX logs at INFO that it found no TPU
   _prepare_environment(values["topology"])
   progress = functools.partial(print, file=sys.stderr, flush=True)
   try:

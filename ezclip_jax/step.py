@@ -108,9 +108,9 @@ def train_step(state: TrainState, batch: dict, *, model: model_lib.EZCLIP, tx: o
   grads, metrics = jax.grad(loss_fn, has_aux=True)(state.trainable)
   updates, opt_state = tx.update(grads, state.opt_state, state.trainable)
   trainable = optax.apply_updates(state.trainable, updates)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   # Catches non-finite params the moment they appear, before any checkpoint holds them.
-  metrics["update_norm"] = optax.global_norm(updates)
+  metrics["update_norm"] = optax.tree.norm(updates)
   new_state = state.replace(step=state.step + 1, trainable=trainable, opt_state=opt_state)
   return new_state, metrics
 
