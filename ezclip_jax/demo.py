@@ -26,8 +26,8 @@ import ml_collections
 import numpy as np
 
 from ezclip_jax import checkpoint
+from ezclip_jax import datasets
 from ezclip_jax import evaluate
-from ezclip_jax import input_pipeline
 from ezclip_jax import synthetic
 from ezclip_jax import text_prompts
 from ezclip_jax import train
@@ -141,13 +141,10 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
     (float32 `[N, C]` probabilities, int `[N]` labels), in the order of the list file.
   """
   model, variables = checkpoint.load_pretrained(workdir)
-  source = train.make_source(spec, config.data.official_repo, skip_bad=False)
-  _, prompts = train.class_prompts(spec, config.data.official_repo, model.config.context_length)
+  source = datasets.make_source(spec, config.data.official_repo, skip_bad=False)
+  _, prompts = datasets.class_prompts(spec, config.data.official_repo, model.config.context_length)
   text_embeddings = evaluate.encode_class_texts(model, variables, prompts.tokens)
-  resolution = model.config.image_resolution
-  batches = input_pipeline.eval_dataset(
-      source, batch_size=config.data.eval_batch_size, num_frames=model.config.num_frames,
-      resize_size=round(resolution * 256 / 224), crop_size=resolution, num_workers=0)
+  batches = datasets.eval_batches(config, source, model.config)
   # Eval batches come in list order; the mask drops the padding.
   scored = [(probs[mask], labels[mask])
             for probs, labels, mask in evaluate.scored_batches(model, variables, batches, text_embeddings)]
