@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from ezclip_jax import console
 from ezclip_jax import datasets
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
@@ -491,7 +492,8 @@ def evaluate_datasets(config, model: model_lib.EZCLIP, params: Any, mesh: Mesh, 
 
   Logs each dataset's `EvalResult.summary()` as `eval/NAME` and each summary as
   `protocol/GROUP` with `writer` (a `metrics.MetricWriter`) at `step`, and, on process 0,
-  writes WORKDIR/plots/confusion_NAME_STEP.png and per_class_NAME_STEP.csv.
+  writes WORKDIR/plots/confusion_NAME_STEP.png and per_class_NAME_STEP.csv and prints a
+  line for each (`console.eval_lines`).
 
   Returns:
     {dataset name: result}, in config order.
@@ -511,8 +513,11 @@ def evaluate_datasets(config, model: model_lib.EZCLIP, params: Any, mesh: Mesh, 
           title=f"{spec.name or name}, step {step}: top-1 {result.top1:.1f}% of {result.num_samples} videos")
       save_per_class_csv(result, class_names, plots / f"per_class_{name}_{step}.csv")
     results[name] = result
-  for group, summary in protocol_summaries(specs, results).items():
+  summaries = protocol_summaries(specs, results)
+  for group, summary in summaries.items():
     writer.write_scalars(step, summary, split=f"protocol/{group}")
+  for line in console.eval_lines(step, results, summaries):
+    console.show(line)
   return results
 
 

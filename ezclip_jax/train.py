@@ -5,14 +5,16 @@ step (step) -> orbax checkpoints (checkpoint) -> evaluation (evaluate) -> metric
 """
 
 import dataclasses
-import math
+import json
 import os
 import pathlib
+import time
 
 import jax
 import ml_collections
 
 from ezclip_jax import checkpoint
+from ezclip_jax import console
 from ezclip_jax import datasets
 from ezclip_jax import evaluate
 from ezclip_jax import metrics
@@ -64,10 +66,47 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
 
-def _check_finite(values: dict, step: int) -> None:
-  if not all(math.isfinite(float(v)) for v in values.values()):
-    raise NonFiniteLossError(f"non-finite training metrics at step {step}: {values}; stopping. The last "
-                             "checkpoint (saved before this) is intact; lower optim.lr or check the data.")
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Which steps (1-based) log, checkpoint and evaluate.
+
+  Every checkpoint step also ends a logging window, so a run resumed from a checkpoint logs
+  the same windows as an uninterrupted one.
+  """
+  steps_per_epoch: int
+  total_steps: int
+  log_every: int
+  checkpoint_every: int
+  eval_every_epochs: int
+  evaluating: bool
+
+  def checkpoints_at(self, step: int) -> bool:
+    return step % self.checkpoint_every == 0 or step == self.total_steps
+
+  def logs_at(self, step: int) -> bool:
+    return step % self.log_every == 0 or self.checkpoints_at(step)
+
+  def evaluates_at(self, step: int) -> bool:
+    epoch, within = divmod(step, self.steps_per_epoch)
+    return self.evaluating and ((within == 0 and epoch % self.eval_every_epochs == 0) or step == self.total_steps)
+
+
+def make_schedule(config: ml_collections.ConfigDict, num_videos: int) -> Schedule:
+  steps_per_epoch = num_videos // config.data.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {num_videos} training videos")
+  return Schedule(steps_per_epoch, config.train.epochs * steps_per_epoch, config.train.log_every_steps,
+                  config.train.checkpoint_every_steps, config.train.eval_every_epochs,
+                  bool(datasets.enabled_evals(config)))
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: Schedule):
+  """(the optax optimizer, step -> the learning rate of the last update at or before that step)."""
+  accum = config.optim.grad_accum_steps
+  updates = (schedule.total_steps // accum, config.optim.warmup_epochs * schedule.steps_per_epoch // accum,
+             schedule.steps_per_epoch // accum)
+  lr = optim.make_schedule(config.optim, *updates)
+  return optim.make_optimizer(config.optim, *updates), lambda step: float(lr(max(step // accum - 1, 0)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -83,53 +122,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh) -> dict:
+  began = time.monotonic()
   model_config, params = initial_params(config)
   model = model_lib.EZCLIP(model_config)
   spec = config.data.train
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
   datasets.probe_datasets(config)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model_config.context_length)
-  steps_per_epoch = len(source) // config.data.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {len(source)} training videos")
-  total_steps = config.train.epochs * steps_per_epoch
-  accum = config.optim.grad_accum_steps
-  tx = optim.make_optimizer(config.optim, total_steps // accum, config.optim.warmup_epochs * steps_per_epoch // accum,
-                            steps_per_epoch // accum)
+  schedule = make_schedule(config, len(source))
+  tx, lr_at = make_optimizer(config, schedule)
   patterns = tuple(config.train.trainable)
   train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
                                           motion_weight=config.train.motion_weight,
                                           color=config.data.color_jitter, seed=config.seed)
+  _show_setup(config, model_config, params, train_step.state, mesh, len(source), schedule)
   train_iter = iter(datasets.train_batches(config, source, model_config, prompts.tokens))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)
   state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter)
   start = int(state.step)
-
-  def evaluates_at(step: int) -> bool:
-    epoch_end = step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
-    return bool(datasets.enabled_evals(config)) and (epoch_end or step == total_steps)
-
+  console.show(console.start_line(start, schedule.total_steps))
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   writer.truncate_after(start)
-  progress = metrics.ProgressReporter(total_steps, every_steps=config.train.log_every_steps,
-                                      enabled=jax.process_index() == 0)
+  window = metrics.StepWindow(start)
   best, results = -1.0, {}
-  for step in range(start + 1, total_steps + 1):
-    state, step_metrics = train_step.step(state, step_lib.to_global(next(train_iter), train_step.batch_shardings))
-    progress.update(step, step_metrics["loss"])
-    last = step == total_steps
-    if step % config.train.log_every_steps == 0 or step % config.train.checkpoint_every_steps == 0 or last:
-      values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-      _check_finite(values, step)
-      writer.write_scalars(step, values, split="train")
-    if step % config.train.checkpoint_every_steps == 0 or last:
+  for step in range(start + 1, schedule.total_steps + 1):
+    if step == start + 1:
+      console.show("compiling the train step... ", end="")
+      compiling = time.monotonic()
+    state, step_metrics = _one_step(train_step, state, next(train_iter))
+    window.add(step_metrics)
+    if step == start + 1:
+      console.show(f"{time.monotonic() - compiling:.1f} s (with step {step})")
+      window.restart_clock(step)
+    if schedule.logs_at(step):
+      _log_window(window, schedule.total_steps, lr_at, writer)
+    if schedule.checkpoints_at(step):
       checkpoint.save_checkpoint(manager, state, train_iter)
-    if evaluates_at(step):
+    if schedule.evaluates_at(step):
       results, best = _evaluate_and_keep_best(config, model, mesh, state, step, writer, workdir, best)
+      window.restart_clock(step)
   manager.wait_until_finished()
   writer.close()
+  _show_result(workdir, manager.latest_step(), time.monotonic() - began)
   return results
+
+
+def _one_step(train_step: step_lib.TrainStep, state: step_lib.TrainState, batch: dict):
+  batch = step_lib.to_global(batch, train_step.batch_shardings)
+  # The step takes device arrays only: a host array slipping in would be copied every step.
+  with jax.transfer_guard("disallow"):
+    state, step_metrics = train_step.step(state, batch)
+  # Its metrics stay on the device until the window closes; the flag catches a NaN on any step.
+  return state, step_metrics
+
+
+def _log_window(window: metrics.StepWindow, total_steps: int, lr_at, writer: metrics.MetricWriter) -> None:
+  """Closes the logging window: stops on a non-finite step, logs the means, lr and rate, prints progress."""
+  summary = window.close()
+  if summary.first_nonfinite is not None:
+    raise NonFiniteLossError(
+        f"non-finite training metrics at step {summary.first_nonfinite} (in the window of steps "
+        f"{summary.first_step}-{summary.last_step}): {summary.nonfinite_values}; stopping. The last checkpoint "
+        f"(at or before step {summary.first_step - 1}) is intact; lower optim.lr or check the data.")
+  lr = lr_at(summary.last_step)
+  writer.write_scalars(summary.last_step, {**summary.means, "lr": lr}, split="train")
+  if summary.steps_per_sec is not None:
+    writer.write_scalars(summary.last_step, {"steps_per_sec": summary.steps_per_sec}, split="perf")
+  console.show(console.progress_line(summary, total_steps, lr, window.eta_seconds(total_steps - summary.last_step)))
+
+
+def _show_setup(config, model_config, params, state, mesh, num_videos: int, schedule: Schedule) -> None:
+  size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  console.show(console.model_line(config.model.pretrained or config.model.arch, model_config, size(params),
+                                  size(state.trainable), mesh))
+  console.show(console.data_line(num_videos, config.data.batch_size, schedule.steps_per_epoch, config.train.epochs,
+                                 list(datasets.enabled_evals(config)), config.train.eval_every_epochs))
+
+
+def _show_result(workdir: pathlib.Path, latest_step: int | None, seconds: float) -> None:
+  best_json = workdir / checkpoint.BEST_DIR / "best.json"
+  best = json.loads(best_json.read_text()) if best_json.is_file() else None
+  latest = workdir / checkpoint.CHECKPOINTS_DIR / str(latest_step)
+  console.show(console.final_line(latest_step or 0, seconds, str(latest), best, str(workdir / checkpoint.BEST_DIR)))
 
 
 def _evaluate_and_keep_best(config, model, mesh, state: step_lib.TrainState, step: int, writer,
