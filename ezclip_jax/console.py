@@ -57,6 +57,17 @@ def log_level(level: str) -> Iterator[None]:
     logging.set_verbosity(previous)
 
 
+@contextlib.contextmanager
+def hide_library_warnings() -> Iterator[None]:
+  """Inside the block, library warnings are hidden too, unless library logs were asked for
+  (`--log_level=info` or `debug`): for steps whose warnings are expected noise."""
+  if logging.get_verbosity() > logging.WARNING:
+    yield
+    return
+  with log_level("error"):
+    yield
+
+
 # ------------------------------------------------------------------------------ training
 
 
@@ -81,13 +92,17 @@ def _count(n: int) -> str:
   return str(n)
 
 
+def _processes(count: int) -> str:
+  return "1 process" if count == 1 else f"{count} processes"
+
+
 def model_line(name: str, model_config, num_params: int, num_trainable: int, mesh) -> str:
   """`model tiny (8 frames of 32 px, float32): 1.23M params, 45.6k trainable | mesh data=8 ...`."""
   axes = " ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
   devices = mesh.devices.flat[0]
   return (f"model {name} ({model_config.num_frames} frames of {model_config.image_resolution} px, "
           f"{model_config.dtype}): {_count(num_params)} params, {_count(num_trainable)} trainable | mesh {axes} "
-          f"over {mesh.devices.size} {devices.platform} devices, {jax.process_count()} process(es)")
+          f"over {mesh.devices.size} {devices.platform} devices, {_processes(jax.process_count())}")
 
 
 def data_line(num_videos: int, batch_size: int, steps_per_epoch: int, epochs: int, evals: list[str],

@@ -67,7 +67,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class StepPlan:
   """Which steps (1-based) log, checkpoint and evaluate.
 
   Every checkpoint step also ends a logging window, so a run resumed from a checkpoint logs
@@ -91,20 +91,20 @@ class Schedule:
     return self.evaluating and ((within == 0 and epoch % self.eval_every_epochs == 0) or step == self.total_steps)
 
 
-def make_schedule(config: ml_collections.ConfigDict, num_videos: int) -> Schedule:
+def make_step_plan(config: ml_collections.ConfigDict, num_videos: int) -> StepPlan:
   steps_per_epoch = num_videos // config.data.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {num_videos} training videos")
-  return Schedule(steps_per_epoch, config.train.epochs * steps_per_epoch, config.train.log_every_steps,
+  return StepPlan(steps_per_epoch, config.train.epochs * steps_per_epoch, config.train.log_every_steps,
                   config.train.checkpoint_every_steps, config.train.eval_every_epochs,
                   bool(datasets.enabled_evals(config)))
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: Schedule):
+def make_optimizer(config: ml_collections.ConfigDict, plan: StepPlan):
   """(the optax optimizer, step -> the learning rate of the last update at or before that step)."""
   accum = config.optim.grad_accum_steps
-  updates = (schedule.total_steps // accum, config.optim.warmup_epochs * schedule.steps_per_epoch // accum,
-             schedule.steps_per_epoch // accum)
+  updates = (plan.total_steps // accum, config.optim.warmup_epochs * plan.steps_per_epoch // accum,
+             plan.steps_per_epoch // accum)
   lr = optim.make_schedule(config.optim, *updates)
   return optim.make_optimizer(config.optim, *updates), lambda step: float(lr(max(step // accum - 1, 0)))
 
@@ -129,43 +129,49 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
   datasets.probe_datasets(config)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model_config.context_length)
-  schedule = make_schedule(config, len(source))
-  tx, lr_at = make_optimizer(config, schedule)
+  plan = make_step_plan(config, len(source))
+  tx, lr_at = make_optimizer(config, plan)
   patterns = tuple(config.train.trainable)
   train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
                                           motion_weight=config.train.motion_weight,
                                           color=config.data.color_jitter, seed=config.seed)
-  _show_setup(config, model_config, params, train_step.state, mesh, len(source), schedule)
+  _show_setup(config, model_config, params, train_step.state, mesh, len(source), plan)
   train_iter = iter(datasets.train_batches(config, source, model_config, prompts.tokens))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)
   state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter)
   start = int(state.step)
-  console.show(console.start_line(start, schedule.total_steps))
+  compiling = _show_start(start, plan.total_steps)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   writer.truncate_after(start)
   window = metrics.StepWindow(start)
   best, results = -1.0, {}
-  for step in range(start + 1, schedule.total_steps + 1):
-    if step == start + 1:
-      console.show("compiling the train step... ", end="")
-      compiling = time.monotonic()
+  for step in range(start + 1, plan.total_steps + 1):
     state, step_metrics = _one_step(train_step, state, next(train_iter))
     window.add(step_metrics)
     if step == start + 1:
       console.show(f"{time.monotonic() - compiling:.1f} s (with step {step})")
       window.restart_clock(step)
-    if schedule.logs_at(step):
-      _log_window(window, schedule.total_steps, lr_at, writer)
-    if schedule.checkpoints_at(step):
+    if plan.logs_at(step):
+      _log_window(window, plan.total_steps, lr_at, writer)
+    if plan.checkpoints_at(step):
       checkpoint.save_checkpoint(manager, state, train_iter)
-    if schedule.evaluates_at(step):
+    if plan.evaluates_at(step):
       results, best = _evaluate_and_keep_best(config, model, mesh, state, step, writer, workdir, best)
       window.restart_clock(step)
   manager.wait_until_finished()
   writer.close()
   _show_result(workdir, manager.latest_step(), time.monotonic() - began)
   return results
+
+
+def _show_start(start: int, total_steps: int) -> float:
+  """Prints fresh or resumed and, when steps remain, that the first one compiles; returns the time."""
+  if start >= total_steps:
+    console.show(console.start_line(start, total_steps))
+  else:
+    console.show(console.start_line(start, total_steps) + "; compiling the train step... ", end="")
+  return time.monotonic()
 
 
 def _one_step(train_step: step_lib.TrainStep, state: step_lib.TrainState, batch: dict):
@@ -192,11 +198,11 @@ def _log_window(window: metrics.StepWindow, total_steps: int, lr_at, writer: met
   console.show(console.progress_line(summary, total_steps, lr, window.eta_seconds(total_steps - summary.last_step)))
 
 
-def _show_setup(config, model_config, params, state, mesh, num_videos: int, schedule: Schedule) -> None:
+def _show_setup(config, model_config, params, state, mesh, num_videos: int, plan: StepPlan) -> None:
   size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   console.show(console.model_line(config.model.pretrained or config.model.arch, model_config, size(params),
                                   size(state.trainable), mesh))
-  console.show(console.data_line(num_videos, config.data.batch_size, schedule.steps_per_epoch, config.train.epochs,
+  console.show(console.data_line(num_videos, config.data.batch_size, plan.steps_per_epoch, config.train.epochs,
                                  list(datasets.enabled_evals(config)), config.train.eval_every_epochs))
 
 
