@@ -14,14 +14,17 @@ mis-shaped tensors are an error listing them.
 import argparse
 import fnmatch
 import pathlib
+import pickle
 import re
 import sys
+import zipfile
 from typing import Sequence
 
 import jax
 import numpy as np
 
 from convert import mapping
+from convert import torchscript
 from ezclip_jax import checkpoint
 from ezclip_jax import model as model_lib
 
@@ -49,15 +52,27 @@ def _read_torch_file(path: pathlib.Path) -> dict:
     except Exception as e:  # safetensors raises several unrelated types.
       raise ConversionError(f"{path}: not a readable .safetensors file ({e})") from e
   try:
-    return torch.jit.load(str(path), map_location="cpu").state_dict()
-  except Exception:  # Not TorchScript: try a pickled checkpoint next.
-    pass
+    if torchscript.is_torchscript(path):
+      return torchscript.read_state_dict(path)
+  except torchscript.UnsafeArchiveError as e:
+    raise ConversionError(str(e)) from e
+  except (OSError, EOFError, pickle.UnpicklingError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
+    raise ConversionError(f"{path}: damaged TorchScript archive ({_first_line(e)})") from e
   try:
     return torch.load(str(path), map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # torch's message advises weights_only=False, which would run the file's code: not passed on.
+    blocked = re.search(r"(unsupported GLOBAL \S+|Unsupported global: \S+)", str(e))
+    reason = blocked.group(1) if blocked else _first_line(e)
+    raise ConversionError(f"{path}: refused: it holds Python objects besides tensors ({reason}); only "
+                          "tensors are read from checkpoint files") from e
   except Exception as e:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ConversionError(f"{path}: not a TorchScript archive, torch checkpoint or .safetensors "
-                          f"file ({reason})") from e
+                          f"file ({_first_line(e)})") from e
+
+
+def _first_line(error: Exception) -> str:
+  return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _unwrap(obj, path: pathlib.Path) -> dict:

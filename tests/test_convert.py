@@ -167,6 +167,25 @@ def test_existing_destination_needs_overwrite(tmp_path, capsys):
   assert (tmp_path / "out" / checkpoint.CONFIG_FILE).is_file()
 
 
+def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path, capsys):
+  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
+  capsys.readouterr()
+  out = tmp_path / "out.pt"
+  out.write_bytes(b"someone's file")
+  assert flax_to_torch.main([str(tmp_path / "flax"), str(out)]) == 2
+  assert _error_line(capsys) == f"error: {out} already exists; pass --overwrite to replace it"
+  assert out.read_bytes() == b"someone's file"
+  (tmp_path / "folder").mkdir()
+  assert flax_to_torch.main([str(tmp_path / "flax"), str(tmp_path / "folder")]) == 2
+  assert _error_line(capsys) == (f"error: {tmp_path / 'folder'} is a directory; give the .pt file to write, "
+                                 f"e.g. {tmp_path / 'folder' / 'model.pt'}")
+  assert not any((tmp_path / "folder").iterdir())
+  assert flax_to_torch.main([str(tmp_path / "flax"), str(out), "--overwrite"]) == 0
+  assert len(torch.load(out, weights_only=True)["model_state_dict"]) == len(references.random_ezclip_state(TINY))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "folder", "in.pt", "out.pt"]
+
+
 def test_failed_write_leaves_no_destination(tmp_path, monkeypatch):
   torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
 
