@@ -4,10 +4,13 @@
       [--mesh=-1,1,1 --mesh=-1,4,1 ...]
 
 Each recipe is configs/k400_zero_shot.py (global batch 80, 8 frames, colour jitter on) in
-bfloat16. For every slice the train step is compiled for each candidate (data, fsdp,
-tensor) mesh the batch splits over; the recommended mesh is the one that fits with the
-lowest roofline bound, then the fewest collective bytes. On it, `plan.search_max_batch`
-finds the largest per-chip batch. Every compile's numbers are cached as JSON in
+bfloat16. For every slice the train step is compiled for the candidate (data, fsdp, tensor)
+meshes in order, skipping those the batch does not split over, until one fits: data
+parallel first (the frozen backbone fits on every chip and its only collectives are the
+small gradient all-reduce and embedding all-gathers), then fsdp, then tensor parallel.
+`--all_meshes` compiles every candidate and recommends the one that fits with the lowest
+roofline bound, then the fewest collective bytes. On the recommended mesh,
+`plan.search_max_batch` finds the largest per-chip batch (`--max_batch=False` skips it). Every compile's numbers are cached as JSON in
 --cache_dir, keyed by the row and a hash of the library's source and the jax and libtpu
 versions: an interrupted run resumes, and a change to the model or the step recomputes.
 Prints progress to stderr and the Markdown table to stdout.
@@ -45,6 +48,8 @@ MESHES = ("-1,1,1", "-1,4,1", "-1,1,4")
 _RECIPES = flags.DEFINE_list("recipes", list(RECIPES), "Recipes to plan.")
 _SLICES = flags.DEFINE_list("slices", list(SLICES), "Slices to plan them on.")
 _MESHES = flags.DEFINE_multi_string("mesh", list(MESHES), "Candidate meshes, data,fsdp,tensor (repeat the flag).")
+_ALL_MESHES = flags.DEFINE_bool("all_meshes", False, "Compile every candidate mesh, not only up to the first that fits.")
+_MAX_BATCH = flags.DEFINE_bool("max_batch", True, "Search the largest per-chip batch on the recommended mesh.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/ezclip_jax/plan_table"),
                                  "Where each compile's numbers are kept.")
 
@@ -104,11 +109,16 @@ def plan_row(recipe: str, slice_name: str, meshes: list[tuple[int, int, int]], c
     print(f"{label} on {slice_name}, mesh {mesh}: compiling ...", file=sys.stderr, flush=True)
     candidates[mesh] = cache.get(key, lambda: _plan_or_none(planner, batch))
     jax.clear_caches()
+    if not _ALL_MESHES.value and candidates[mesh] is not None and candidates[mesh]["fits"]:
+      break
   compiled = {mesh: plan for mesh, plan in candidates.items() if plan is not None}
   if not compiled:
     raise RuntimeError(f"{label} on {slice_name}: no candidate mesh compiles at batch 80")
   best = min(compiled, key=lambda m: (not compiled[m]["fits"], compiled[m]["roofline"]["step_s"],
                                       sum(c["bytes"] for c in compiled[m]["collectives"].values())))
+  row = {"recipe": label, "slice": slice_name, "plan": compiled[best], "max_batch": None, "candidates": candidates}
+  if not _MAX_BATCH.value:
+    return row
   config = recipe_config(architecture, work / recipe, best)
   planner = plan_lib.Planner(config, target, "train")
   start = planner.default_batch() // planner.shards if compiled[best]["fits"] else 1
@@ -119,8 +129,7 @@ def plan_row(recipe: str, slice_name: str, meshes: list[tuple[int, int, int]], c
   max_batch = plan_lib.search_max_batch(total_bytes, planner.shards, len(target.devices), target.hbm_bytes, start,
                                         progress)
   jax.clear_caches()
-  return {"recipe": label, "slice": slice_name, "plan": compiled[best], "max_batch": max_batch,
-          "candidates": candidates}
+  return row | {"max_batch": max_batch}
 
 
 def _plan_or_none(planner: plan_lib.Planner, batch: int) -> dict | None:
@@ -140,10 +149,11 @@ def markdown(rows: list[dict]) -> str:
   for row in rows:
     plan, roof = row["plan"], row["plan"]["roofline"]
     mesh = ", ".join(str(plan["mesh"][axis]) for axis in ("data", "fsdp", "tensor"))
+    largest = "—" if row["max_batch"] is None else f"{row['max_batch']['batch_per_chip']:g}"
     bound = "compute" if roof["compute_s"] >= roof["memory_s"] else "HBM bytes"
     lines.append(f"| {row['recipe']} | {row['slice']} | {mesh} | {plan['batch_per_chip']:g} | "
                  f"{plan['hbm']['total'] / 2**30:.1f} of {plan['hbm']['capacity'] / 2**30:.0f} GiB | "
-                 f"{'yes' if plan['fits'] else 'no'} | {row['max_batch']['batch_per_chip']:g} | "
+                 f"{'yes' if plan['fits'] else 'no'} | {largest} | "
                  f"{roof['step_s'] * 1e3:.0f} ms | {bound} | {roof['videos_per_s_per_chip']:.1f} | "
                  f"{100 * roof['mfu_ceiling']:.0f}% |")
   return "\n".join(lines)
