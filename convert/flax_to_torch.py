@@ -23,6 +23,7 @@ import numpy as np
 
 from convert import mapping
 from ezclip_jax import checkpoint
+from ezclip_jax import errors
 from ezclip_jax import model as model_lib
 
 
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     count = convert(args.src, args.dst, args.overwrite)
   except (OSError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {errors.one_line(e)}", file=sys.stderr)
     return 2
   print(f"wrote {args.dst}: {count} tensors")
   return 0

@@ -26,6 +26,7 @@ import numpy as np
 from convert import mapping
 from convert import torchscript
 from ezclip_jax import checkpoint
+from ezclip_jax import errors
 from ezclip_jax import model as model_lib
 
 # Metadata entries of OpenAI's TorchScript archives, not parameters.
@@ -248,6 +249,7 @@ def convert(src: str | pathlib.Path, dst: str | pathlib.Path, num_frames: int | 
             allow_missing: Sequence[str] = (), use_prompts: bool = True, t_adapter: bool = False,
             head_width: int = 64, overwrite: bool = False, seed: int = 0) -> model_lib.ModelConfig:
   """Converts SRC into the pretrained directory DST; returns the architecture."""
+  checkpoint.check_destination(dst, overwrite)
   state = load_state_dict(src)
   config = infer_model_config(state, num_frames, use_prompts, t_adapter, head_width)
   params = convert_state_dict(state, config, allow_missing, seed)
@@ -272,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     config = convert(args.src, args.dst, args.num_frames, args.allow_missing, not args.no_prompts,
                      args.t_adapter, args.head_width, args.overwrite, args.seed)
-  except (ConversionError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ConversionError, OSError) as e:
+    print(f"error: {errors.one_line(e)}", file=sys.stderr)
     return 2
   print(f"wrote {args.dst}: vision {config.vision_layers}x{config.vision_width}/{config.vision_patch_size} "
         f"@{config.image_resolution}, text {config.text_layers}x{config.text_width}, "

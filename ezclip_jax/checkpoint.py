@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 
 from absl import logging
 import grain
@@ -76,6 +77,27 @@ def _write_directory(dst: pathlib.Path, params, files: dict[str, str]) -> None:
   _sync(f"done {dst}")
 
 
+def check_writable(path: pathlib.Path) -> None:
+  """Fails at once if `path` (a directory to create or fill) cannot be written."""
+  existing = next(p for p in [path, *path.parents] if p.exists())
+  if not existing.is_dir():
+    raise NotADirectoryError(f"{path}: {existing} is a file, not a directory")
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise PermissionError(f"{path}: cannot write in {existing} ({e.strerror or e})") from e
+
+
+def check_destination(directory: str | os.PathLike, overwrite: bool) -> pathlib.Path:
+  """Fails at once if the pretrained directory `directory` may not or cannot be written."""
+  dst = pathlib.Path(directory).absolute()
+  if dst.exists() and not overwrite:
+    raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it.")
+  check_writable(dst)
+  return dst
+
+
 def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig, params: dict,
                     overwrite: bool = False, extra_files: dict[str, str] | None = None) -> pathlib.Path:
   """Writes config + params atomically to `directory` (every process calls it).
@@ -90,9 +112,7 @@ def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig,
   Returns:
     The destination path.
   """
-  dst = pathlib.Path(directory).absolute()
-  if dst.exists() and not overwrite:
-    raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it.")
+  dst = check_destination(directory, overwrite)
   _write_directory(dst, params, {CONFIG_FILE: config.to_json(), **(extra_files or {})})
   return dst
 

@@ -25,6 +25,7 @@ from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
 from ezclip_jax import text_prompts
 from ezclip_jax import tfds_source
+from ezclip_jax import workdir as workdir_lib
 
 
 def resolve_path(path: str, official_repo: str) -> str:
@@ -191,8 +192,14 @@ def protocol_summaries(specs: ml_collections.ConfigDict, results: dict) -> dict[
   return summaries
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       allow_config_change: bool = False) -> dict:
   """Trains (resuming from WORKDIR when it has a checkpoint) with periodic evaluation.
+
+  Args:
+    config: the experiment config.
+    workdir: checkpoints, logs and plots; locked while training (`ezclip_jax.workdir`).
+    allow_config_change: resume although WORKDIR/config.json differs from `config`.
 
   Returns:
     The last evaluation's {dataset: top-1 accuracy}.
@@ -200,6 +207,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = pathlib.Path(workdir)
   check_paths(config, training=True)
   mesh = sharding.make_mesh(config.mesh_shape)
+  workdir_lib.check_before_writing(config, workdir, mesh, allow_config_change,
+                                   evaluating=bool(enabled_evals(config)))
+  with workdir_lib.claimed(workdir, config, allow_config_change):
+    return _train_and_evaluate(config, workdir, mesh)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh) -> dict:
   model_config, params = initial_params(config)
   model = model_lib.EZCLIP(model_config)
   spec = config.data.train
@@ -272,6 +286,8 @@ def evaluate_pretrained(config: ml_collections.ConfigDict, workdir: str | os.Pat
   if not config.model.pretrained:
     raise ValueError("--mode=eval needs --config.model.pretrained=DIR")
   mesh = sharding.make_mesh(config.mesh_shape)
+  workdir_lib.check_batch_sizes(config, mesh, evaluating=True)
+  checkpoint.check_writable(workdir)
   model_config, params = initial_params(config)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   results = run_evals(config, model_lib.EZCLIP(model_config), params, mesh, model_config, 0, writer, workdir)

@@ -262,6 +262,13 @@ def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path
   assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "folder", "in.pt", "out.pt"]
 
 
+def test_a_read_only_destination_fails_before_converting(tmp_path, capsys, monkeypatch):
+  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  monkeypatch.setattr(torch_to_flax, "load_state_dict", lambda *a: pytest.fail("read SRC before checking DST"))
+  assert _convert(tmp_path / "in.pt", "/proc/ezclip-out") == 2
+  assert _error_line(capsys) == "error: /proc/ezclip-out: cannot write in /proc (No such file or directory)"
+
+
 def test_failed_write_leaves_no_destination(tmp_path, monkeypatch):
   torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
 
