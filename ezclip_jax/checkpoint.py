@@ -11,7 +11,10 @@ A training workdir holds the frozen starting point once and small checkpoints:
   WORKDIR/checkpoints/N/  orbax: `state` (step, trainable params, optimizer state,
                           rng) + `data` (the grain iterator of every process)
   WORKDIR/best/           pretrained-style `trainable` params of the best validation
-                          result, with best.json saying which step and metric
+                          result, with best.json saying which step and metric (a resumed
+                          run continues from that score)
+  WORKDIR/evaluated.json  the last step whose evaluation and best/ update finished; a run
+                          killed before that redoes the evaluation when it resumes
 `load_pretrained(WORKDIR)` gives the best model (else the latest checkpoint's).
 """
 
@@ -37,6 +40,7 @@ BACKBONE_DIR = "backbone"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 DAMAGED_DIR = "damaged_checkpoints"
+EVALUATED_FILE = "evaluated.json"
 TRAINABLE_FILE = "trainable_patterns.json"
 
 
@@ -231,6 +235,29 @@ def save_best(workdir: pathlib.Path, trainable: dict, step: int, metrics: dict) 
   """Replaces WORKDIR/best with `trainable` (selected on a validation split); every process calls it."""
   _write_directory(workdir.absolute() / BEST_DIR, trainable,
                    {"best.json": json.dumps({"step": step, **metrics}, indent=2)})
+
+
+def read_best(workdir: pathlib.Path) -> dict:
+  """WORKDIR/best/best.json ({"step", "<dataset>/top1"}), or {} before the first best."""
+  path = workdir / BEST_DIR / "best.json"
+  if not (workdir / BEST_DIR / PARAMS_DIR).is_dir() or not path.is_file():
+    return {}
+  return json.loads(path.read_text())
+
+
+def last_evaluated_step(workdir: pathlib.Path) -> int:
+  """The step of the last evaluation whose best/ update finished (0 if none)."""
+  path = workdir / EVALUATED_FILE
+  return json.loads(path.read_text())["step"] if path.is_file() else 0
+
+
+def record_evaluated(workdir: pathlib.Path, step: int) -> None:
+  """Notes that the evaluation at `step`, and its best/ update, finished (every process calls it)."""
+  _sync(f"evaluated {step}")
+  if jax.process_index() == 0:
+    tmp = workdir / f".{EVALUATED_FILE}.tmp"
+    tmp.write_text(json.dumps({"step": step}))
+    os.replace(tmp, workdir / EVALUATED_FILE)
 
 
 def checkpoint_manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:

@@ -21,6 +21,7 @@ from ezclip_jax import input_pipeline
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
 from ezclip_jax import optim
+from ezclip_jax import preemption
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
 from ezclip_jax import text_prompts
@@ -209,11 +210,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   mesh = sharding.make_mesh(config.mesh_shape)
   workdir_lib.check_before_writing(config, workdir, mesh, allow_config_change,
                                    evaluating=bool(enabled_evals(config)))
-  with workdir_lib.claimed(workdir, config, allow_config_change):
-    return _train_and_evaluate(config, workdir, mesh)
+  with workdir_lib.claimed(workdir, config, allow_config_change), preemption.stop_on_signals() as stop:
+    return _train_and_evaluate(config, workdir, mesh, stop)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh,
+                        stop: preemption.StopRequest) -> dict:
   model_config, params = initial_params(config)
   model = model_lib.EZCLIP(model_config)
   spec = config.data.train
@@ -243,11 +245,20 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   checkpoint.save_backbone(workdir, model_config, params, patterns)
   state = checkpoint.restore_checkpoint(manager, state, train_iter, workdir)
   start = int(state.step)
+
+  def evaluates_at(step: int) -> bool:
+    epoch_end = step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
+    return bool(enabled_evals(config)) and (epoch_end or step == total_steps)
+
+  # A run killed during (or right after) an evaluation, before its best/ update finished, redoes it.
+  redo_evaluation = start > 0 and evaluates_at(start) and checkpoint.last_evaluated_step(workdir) < start
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  writer.truncate_after(start)
+  writer.truncate_after(start, keep_at_step=("train",) if redo_evaluation else None)
   progress = metrics.ProgressReporter(total_steps, every_steps=config.train.log_every_steps,
                                       enabled=jax.process_index() == 0)
-  best, results = -1.0, {}
+  best, results = _saved_best(config, workdir), {}
+  if redo_evaluation:
+    results, best = _evaluate_and_keep_best(config, model, mesh, model_config, state, start, writer, workdir, best)
   for step in range(start + 1, total_steps + 1):
     state, step_metrics = train_step.step(state, step_lib.to_global(next(train_iter), train_step.batch_shardings))
     progress.update(step, step_metrics["loss"])
@@ -258,15 +269,43 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
       writer.write_scalars(step, values, split="train")
     if step % config.train.checkpoint_every_steps == 0 or last:
       checkpoint.save_checkpoint(manager, state, train_iter)
-    epoch_end = step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.train.eval_every_epochs == 0
-    if enabled_evals(config) and (epoch_end or last):
-      results = run_evals(config, model, state.params, mesh, model_config, step, writer, workdir)
-      best = _update_best(config, workdir, state, step, results, best)
-      if jax.process_index() == 0:
-        metrics.plot_curves(writer.jsonl_path, workdir / "plots" / "curves.png")
+    if evaluates_at(step):
+      results, best = _evaluate_and_keep_best(config, model, mesh, model_config, state, step, writer, workdir, best)
+    if stop.requested(step, manager):
+      _stop_with_checkpoint(manager, state, train_iter, stop.signal_name, total_steps, workdir)
+      break
+  else:
+    train_iter.report_last_epoch()
   manager.wait_until_finished()
   writer.close()
   return results
+
+
+def _stop_with_checkpoint(manager, state, train_iter, signal_name: str, total_steps: int,
+                          workdir: pathlib.Path) -> None:
+  step = int(state.step)
+  if manager.latest_step() != step:
+    checkpoint.save_checkpoint(manager, state, train_iter)
+  manager.wait_until_finished()
+  if jax.process_index() == 0:
+    print(f"Stopped by {signal_name} after step {step} of {total_steps}: saved {workdir / 'checkpoints' / str(step)}; "
+          "rerun the same command to resume.", flush=True)
+
+
+def _saved_best(config, workdir: pathlib.Path) -> float:
+  """The score of WORKDIR/best (-1 before the first), so that a resumed run keeps a better earlier best."""
+  val = [name for name, spec in enabled_evals(config).items() if spec.role == "val"]
+  return checkpoint.read_best(workdir).get(f"{val[0]}/top1", -1.0) if val else -1.0
+
+
+def _evaluate_and_keep_best(config, model, mesh, model_config, state, step: int, writer, workdir: pathlib.Path,
+                            best: float) -> tuple[dict, float]:
+  results = run_evals(config, model, state.params, mesh, model_config, step, writer, workdir)
+  best = _update_best(config, workdir, state, step, results, best)
+  checkpoint.record_evaluated(workdir, step)
+  if jax.process_index() == 0:
+    metrics.plot_curves(writer.jsonl_path, workdir / "plots" / "curves.png")
+  return results, best
 
 
 def _update_best(config, workdir: pathlib.Path, state: step_lib.TrainState, step: int, results: dict,
