@@ -6,7 +6,6 @@ checkpoints every 2 steps. One uninterrupted run is the reference of all tests.
 """
 
 import json
-import os
 import pathlib
 import signal
 import subprocess

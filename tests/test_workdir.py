@@ -5,8 +5,12 @@ import json
 import os
 import pathlib
 import shutil
+import socket
+import subprocess
+import sys
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -19,7 +23,7 @@ from ezclip_jax import model as model_lib
 from ezclip_jax import optim
 from ezclip_jax import predict
 from ezclip_jax import train
-from tests import test_main
+from ezclip_jax import workdir as workdir_lib
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +117,58 @@ def test_a_truncated_checkpoint_file_falls_back_too(trained, tmp_path, caplog):
   assert "\n" not in warnings[0]
   for a, b in zip(got, want):
     np.testing.assert_array_equal(a, b)
+
+
+def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _saved_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+
+
+def test_a_second_training_fails_naming_the_holder_and_a_dead_holder_is_taken_over(trained, tmp_path, caplog):
+  workdir = pathlib.Path(shutil.copytree(trained, tmp_path / "copy"))
+  holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+  lock = {"pid": holder.pid, "host": socket.gethostname(), "started": "2026-12-02T10:00:00+00:00",
+          "command": "python -m ezclip_jax.main --config configs/demo.py"}
+  (workdir / "lock").write_text(json.dumps(lock))
+  before = _snapshot(workdir)
+  try:
+    with pytest.raises(workdir_lib.WorkdirInUseError) as error:
+      train.train_and_evaluate(_saved_config(workdir), workdir)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert str(error.value) == (
+      f"{workdir} is in use by pid {holder.pid} on {socket.gethostname()} since 2026-12-02T10:00:00+00:00 "
+      f"(python -m ezclip_jax.main --config configs/demo.py); wait for it, use another --workdir, or delete "
+      f"{workdir / 'lock'} if that run is gone")
+  assert _snapshot(workdir) == before
+  with caplog.at_level("WARNING"), workdir_lib.claimed(workdir, _saved_config(workdir)):
+    assert json.loads((workdir / "lock").read_text())["pid"] == os.getpid()
+  assert [r.getMessage() for r in caplog.records if r.filename == "workdir.py"] == [
+      f"{workdir / 'lock'}: taking over the lock of a run that ended without releasing it: pid {holder.pid} on "
+      f"{socket.gethostname()} since 2026-12-02T10:00:00+00:00 (python -m ezclip_jax.main --config configs/demo.py)."]
+  before.pop("lock")
+  assert _snapshot(workdir) == before
+
+
+def test_resuming_with_another_config_lists_the_differences(trained, tmp_path, caplog):
+  workdir = pathlib.Path(shutil.copytree(trained, tmp_path / "copy"))
+  saved = (workdir / "config.json").read_text()
+  changed = _saved_config(workdir)
+  changed.optim.lr = 0.01
+  changed.train.epochs = 30
+  before = _snapshot(workdir)
+  with pytest.raises(workdir_lib.ConfigChangedError) as error:
+    train.train_and_evaluate(changed, workdir)
+  assert str(error.value) == (
+      f"{workdir} was trained with another config ({workdir / 'config.json'}); differing keys: optim.lr: 0.003 -> "
+      "0.01; train.epochs: 20 -> 30. Rerun with that config, or pass --allow_config_change to continue with this one")
+  assert _snapshot(workdir) == before
+  with caplog.at_level("WARNING"), workdir_lib.claimed(workdir, changed, allow_config_change=True):
+    pass
+  assert (workdir / "config.1.json").read_text() == saved
+  assert json.loads((workdir / "config.json").read_text())["optim"]["lr"] == 0.01
+  assert any("continuing" in r.getMessage() and "optim.lr: 0.003 -> 0.01" in r.getMessage() for r in caplog.records)
