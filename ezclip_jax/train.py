@@ -20,8 +20,10 @@ from ezclip_jax import evaluate
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
 from ezclip_jax import optim
+from ezclip_jax import preemption
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
+from ezclip_jax import workdir as workdir_lib
 
 
 def model_config(config: ml_collections.ConfigDict, platform: str,
@@ -109,8 +111,14 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: Schedule):
   return optim.make_optimizer(config.optim, *updates), lambda step: float(lr(max(step // accum - 1, 0)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       allow_config_change: bool = False) -> dict:
   """Trains (resuming from WORKDIR when it has a checkpoint) with periodic evaluation.
+
+  Args:
+    config: the experiment config.
+    workdir: checkpoints, logs and plots; locked while training (`ezclip_jax.workdir`).
+    allow_config_change: resume although WORKDIR/config.json differs from `config`.
 
   Returns:
     The last evaluation's {dataset: top-1 accuracy}.
@@ -118,10 +126,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = pathlib.Path(workdir)
   datasets.check_paths(config, training=True)
   mesh = sharding.make_mesh(config.mesh_shape)
-  return _train_and_evaluate(config, workdir, mesh)
+  workdir_lib.check_before_writing(config, workdir, mesh, allow_config_change,
+                                   evaluating=bool(datasets.enabled_evals(config)))
+  with workdir_lib.claimed(workdir, config, allow_config_change), preemption.stop_on_signals() as stop:
+    return _train_and_evaluate(config, workdir, mesh, stop)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh,
+                        stop: preemption.StopRequest) -> dict:
   began = time.monotonic()
   model_config, params = initial_params(config)
   model = model_lib.EZCLIP(model_config)
@@ -139,13 +151,17 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   train_iter = iter(datasets.train_batches(config, source, model_config, prompts.tokens))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)
-  state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter)
+  state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter, workdir)
   start = int(state.step)
   console.show(console.start_line(start, schedule.total_steps))
+  # A run killed during (or right after) an evaluation, before its best/ update finished, redoes it.
+  redo_evaluation = start > 0 and schedule.evaluates_at(start) and checkpoint.last_evaluated_step(workdir) < start
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  writer.truncate_after(start)
+  writer.truncate_after(start, keep_at_step=("train",) if redo_evaluation else None)
   window = metrics.StepWindow(start)
-  best, results = -1.0, {}
+  best, results = _saved_best(config, workdir), {}
+  if redo_evaluation:
+    results, best = _evaluate_and_keep_best(config, model, mesh, state, start, writer, workdir, best)
   for step in range(start + 1, schedule.total_steps + 1):
     if step == start + 1:
       console.show("compiling the train step... ", end="")
@@ -162,6 +178,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
     if schedule.evaluates_at(step):
       results, best = _evaluate_and_keep_best(config, model, mesh, state, step, writer, workdir, best)
       window.restart_clock(step)
+    if stop.requested(step, manager):
+      if window.pending_steps:
+        _log_window(window, schedule.total_steps, lr_at, writer)
+      _stop_with_checkpoint(manager, state, train_iter, stop.signal_name, schedule.total_steps, workdir)
+      break
+  else:
+    train_iter.report_last_epoch()
   manager.wait_until_finished()
   writer.close()
   _show_result(workdir, manager.latest_step(), time.monotonic() - began)
@@ -192,6 +215,22 @@ def _log_window(window: metrics.StepWindow, total_steps: int, lr_at, writer: met
   console.show(console.progress_line(summary, total_steps, lr, window.eta_seconds(total_steps - summary.last_step)))
 
 
+def _stop_with_checkpoint(manager, state, train_iter, signal_name: str, total_steps: int,
+                          workdir: pathlib.Path) -> None:
+  step = int(state.step)
+  if manager.latest_step() != step:
+    checkpoint.save_checkpoint(manager, state, train_iter)
+  manager.wait_until_finished()
+  console.show(f"Stopped by {signal_name} after step {step} of {total_steps}: saved "
+               f"{workdir / checkpoint.CHECKPOINTS_DIR / str(step)}; rerun the same command to resume.")
+
+
+def _saved_best(config, workdir: pathlib.Path) -> float:
+  """The score of WORKDIR/best (-1 before the first), so that a resumed run keeps a better earlier best."""
+  selection = evaluate.selection_dataset(datasets.enabled_evals(config))
+  return checkpoint.read_best(workdir).get(f"{selection}/top1", -1.0) if selection is not None else -1.0
+
+
 def _show_setup(config, model_config, params, state, mesh, num_videos: int, schedule: Schedule) -> None:
   size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
   console.show(console.model_line(config.model.pretrained or config.model.arch, model_config, size(params),
@@ -220,6 +259,7 @@ def _evaluate_and_keep_best(config, model, mesh, state: step_lib.TrainState, ste
   if selection is not None and top1[selection] > best:
     checkpoint.save_best(workdir, state.trainable, step, {f"{selection}/top1": top1[selection]})
     best = top1[selection]
+  checkpoint.record_evaluated(workdir, step)
   if jax.process_index() == 0:
     metrics.plot_curves(writer.jsonl_path, workdir / "plots" / "curves.png")
   return top1, best
@@ -236,6 +276,8 @@ def evaluate_pretrained(config: ml_collections.ConfigDict, workdir: str | os.Pat
   if not config.model.pretrained:
     raise ValueError("--mode=eval needs --config.model.pretrained=DIR")
   mesh = sharding.make_mesh(config.mesh_shape)
+  workdir_lib.check_batch_sizes(config, mesh, evaluating=True)
+  checkpoint.check_writable(workdir)
   model_config, params = initial_params(config)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   results = evaluate.evaluate_datasets(config, model_lib.EZCLIP(model_config), params, mesh, 0, writer, workdir)
