@@ -475,13 +475,18 @@ def _load(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str], model_l
   if args.descriptions is not None and not os.path.isfile(args.descriptions):
     raise UsageError(f"--descriptions: no such file {args.descriptions}")
   videos = find_videos(args.inputs)
-  if not pathlib.Path(args.checkpoint).is_dir():
-    raise UsageError(f"--checkpoint: no such directory {args.checkpoint}")
-  try:
-    model, variables = checkpoint.load_pretrained(args.checkpoint)
-  except (FileNotFoundError, ValueError) as e:
-    raise UsageError(f"--checkpoint {args.checkpoint}: {e}") from e
+  model, variables = load_checkpoint(args.checkpoint)
   return class_names, videos, model, variables
+
+
+def load_checkpoint(directory: str) -> tuple[model_lib.EZCLIP, Any]:
+  """`checkpoint.load_pretrained`, its failures as one-line `UsageError`s about --checkpoint."""
+  if not pathlib.Path(directory).is_dir():
+    raise UsageError(f"--checkpoint: no such directory {directory}")
+  try:
+    return checkpoint.load_pretrained(directory)
+  except (FileNotFoundError, ValueError) as e:
+    raise UsageError(f"--checkpoint {directory}: {e}") from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
