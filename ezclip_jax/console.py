@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import datetime
 import math
+import time
 from collections.abc import Iterator, Mapping
 
 from absl import flags
@@ -147,10 +148,30 @@ def eval_lines(step: int, results: Mapping, summaries: Mapping[str, Mapping[str,
   return lines
 
 
-def final_line(step: int, seconds: float, latest: str, best: Mapping | None, best_dir: str) -> str:
-  """Where the run's result is: the best checkpoint (`best.json`'s step and score) or the latest."""
-  line = f"done: step {step} in {format_duration(seconds)}; latest checkpoint {latest}"
+def final_line(step: int, seconds: float, checkpoints_dir, best: Mapping, best_dir) -> str:
+  """Where the run's result is: the latest checkpoint and the best (`best.json`'s step and scores)."""
+  line = f"done: step {step} in {format_duration(seconds)}; latest checkpoint {checkpoints_dir}/{step}"
   if not best:
     return line + "; no best checkpoint (no eval dataset has role=val)"
   scores = ", ".join(f"{k} {v:.2f}%" for k, v in best.items() if k != "step" and math.isfinite(v))
   return line + f"; best checkpoint {best_dir} (step {best['step']}, {scores})"
+
+
+def show_setup(config, model_config, params, trainable, mesh, num_videos: int, steps_per_epoch: int,
+               evals: list[str]) -> None:
+  """Prints `model_line` and `data_line` (`evals`: the enabled eval datasets)."""
+  size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  show(model_line(config.model.pretrained or config.model.arch, model_config, size(params), size(trainable), mesh))
+  show(data_line(num_videos, config.data.batch_size, steps_per_epoch, config.train.epochs,
+                 evals, config.train.eval_every_epochs))
+
+
+def show_start(start: int, total_steps: int, start_shown: bool = False) -> float:
+  """Prints fresh or resumed (`start_line`, unless `start_shown`) and, when steps remain, that the
+  first step compiles, leaving the line open for its time; returns the time now."""
+  parts = [] if start_shown else [start_line(start, total_steps)]
+  if start < total_steps:
+    show("; ".join(parts + ["compiling the train step... "]), end="")
+  elif parts:
+    show(parts[0])
+  return time.monotonic()

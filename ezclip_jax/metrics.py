@@ -129,15 +129,17 @@ class MetricWriter:
                                          for name, value in scalars.items()])
     self._write_event(event_pb2.Event(step=int(step), summary=summary))
 
-  def truncate_after(self, step: int) -> None:
+  def truncate_after(self, step: int, keep_at_step: tuple[str, ...] | None = None) -> None:
     """Forgets what a killed run logged after its last checkpoint (`step`, the restored one).
 
     Rewrites `metrics.jsonl` without records past `step` (atomically), and marks a restart
     at `step + 1` in the event files, which makes TensorBoard drop their later points.
+    `keep_at_step` (splits) also drops the other splits' records at `step` (an evaluation to redo).
     """
     if not self.enabled:
       return
-    records = [r for r in read_jsonl(self.jsonl_path) if r["step"] <= step]
+    records = [r for r in read_jsonl(self.jsonl_path) if r["step"] < step or r["step"] == step and (
+        keep_at_step is None or r["split"] in keep_at_step)]
     temporary = self.jsonl_path.with_suffix(".jsonl.tmp")
     temporary.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     os.close(self._jsonl)
@@ -205,6 +207,11 @@ class StepWindow:
   def restart_clock(self, step: int) -> None:
     """Times the window's steps after `step` only (call it once `step` has finished)."""
     self._clock_start = (step, self._clock())
+
+  @property
+  def pending_steps(self) -> int:
+    """Steps added since the window opened."""
+    return len(self._steps)
 
   def add(self, step_metrics: Mapping[str, Any]) -> None:
     """Adds the next step's metrics ({name: scalar}, device arrays or numbers)."""

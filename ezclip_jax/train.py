@@ -1,11 +1,10 @@
 """Training: the loop that wires the stages.
 
-config -> sources and pipelines (datasets) -> model (model) -> the jitted, sharded train
+config -> sources and pipelines (datasets) -> model (model_setup) -> the jitted, sharded train
 step (step) -> orbax checkpoints (checkpoint) -> evaluation (evaluate) -> metrics (metrics).
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import time
@@ -19,47 +18,12 @@ from ezclip_jax import datasets
 from ezclip_jax import evaluate
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
+from ezclip_jax import model_setup
 from ezclip_jax import optim
+from ezclip_jax import preemption
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
-
-
-def model_config(config: ml_collections.ConfigDict, platform: str,
-                 pretrained: model_lib.ModelConfig | None = None) -> model_lib.ModelConfig:
-  """The architecture `config.model` describes, with this run's regularisation and dtype.
-
-  Args:
-    config: the experiment config.
-    platform: the devices' platform (`cpu`, `gpu`, `tpu`), for `model.dtype=auto`.
-    pretrained: the architecture of `config.model.pretrained`; it must be the variant
-      (prompts, T-adapter, frames) the config asks for. None: `config.model.arch`.
-  """
-  overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "remat")}
-  overrides["dtype"] = model_lib.resolve_dtype(config.model.dtype, platform)
-  if pretrained is None:
-    if config.model.arch not in model_lib.ARCHITECTURES:
-      raise ValueError(f"model.arch={config.model.arch!r}; expected one of {sorted(model_lib.ARCHITECTURES)}")
-    return dataclasses.replace(model_lib.ARCHITECTURES[config.model.arch], num_frames=config.model.num_frames,
-                               use_prompts=config.model.use_prompts, t_adapter=config.model.t_adapter, **overrides)
-  for key in ("use_prompts", "t_adapter"):
-    if getattr(pretrained, key) != config.model[key]:
-      raise ValueError(f"model.{key}={config.model[key]} but {config.model.pretrained} has "
-                       f"{key}={getattr(pretrained, key)}; convert the checkpoint for this variant "
-                       "(python -m convert.torch_to_flax ... --no-prompts / --t-adapter)")
-  if pretrained.num_frames != config.model.num_frames:
-    raise ValueError(f"model.num_frames={config.model.num_frames} but {config.model.pretrained} was "
-                     f"converted for {pretrained.num_frames} frames (convert with --num-frames)")
-  return dataclasses.replace(pretrained, **overrides)
-
-
-def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, dict]:
-  """The architecture (`model_config`) and starting params: `model.pretrained`'s, else random."""
-  platform = jax.devices()[0].platform
-  if config.model.pretrained:
-    model, variables = checkpoint.load_pretrained(config.model.pretrained)
-    return model_config(config, platform, model.config), variables["params"]
-  architecture = model_config(config, platform)
-  return architecture, model_lib.init_variables(architecture, jax.random.key(config.seed))["params"]
+from ezclip_jax import workdir as workdir_lib
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,8 +73,14 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: StepPlan):
   return optim.make_optimizer(config.optim, *updates), lambda step: float(lr(max(step // accum - 1, 0)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       allow_config_change: bool = False) -> dict:
   """Trains (resuming from WORKDIR when it has a checkpoint) with periodic evaluation.
+
+  Args:
+    config: the experiment config.
+    workdir: checkpoints, logs and plots; locked while training (`ezclip_jax.workdir`).
+    allow_config_change: resume although WORKDIR/config.json differs from `config`.
 
   Returns:
     The last evaluation's {dataset: top-1 accuracy}.
@@ -118,12 +88,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = pathlib.Path(workdir)
   datasets.check_paths(config, training=True)
   mesh = sharding.make_mesh(config.mesh_shape)
-  return _train_and_evaluate(config, workdir, mesh)
+  workdir_lib.check_before_writing(config, workdir, mesh, allow_config_change,
+                                   evaluating=bool(datasets.enabled_evals(config)))
+  with workdir_lib.claimed(workdir, config, allow_config_change), preemption.stop_on_signals() as stop:
+    return _train_and_evaluate(config, workdir, mesh, stop)
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh) -> dict:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh,
+                        stop: preemption.StopRequest) -> dict:
   began = time.monotonic()
-  model_config, params = initial_params(config)
+  model_config, params = model_setup.initial_params(config)
   model = model_lib.EZCLIP(model_config)
   spec = config.data.train
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
@@ -135,17 +109,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
                                           motion_weight=config.train.motion_weight,
                                           color=config.data.color_jitter, seed=config.seed)
-  _show_setup(config, model_config, params, train_step.state, mesh, len(source), plan)
+  console.show_setup(config, model_config, params, train_step.state.trainable, mesh, len(source),
+                     plan.steps_per_epoch, list(datasets.enabled_evals(config)))
   train_iter = iter(datasets.train_batches(config, source, model_config, prompts.tokens))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)
-  state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter)
+  state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter, workdir)
   start = int(state.step)
-  compiling = _show_start(start, plan.total_steps)
+  # A run killed during (or right after) an evaluation, before its best/ update finished, redoes it.
+  redo_evaluation = start > 0 and plan.evaluates_at(start) and checkpoint.last_evaluated_step(workdir) < start
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  writer.truncate_after(start)
+  writer.truncate_after(start, keep_at_step=("train",) if redo_evaluation else None)
   window = metrics.StepWindow(start)
-  best, results = -1.0, {}
+  best, results = _saved_best(config, workdir), {}
+  if redo_evaluation:
+    console.show(console.start_line(start, plan.total_steps) + "; its evaluation did not finish: evaluating again")
+    results, best = _evaluate_and_keep_best(config, model, mesh, state, start, writer, workdir, best)
+  compiling = console.show_start(start, plan.total_steps, start_shown=redo_evaluation)
   for step in range(start + 1, plan.total_steps + 1):
     state, step_metrics = _one_step(train_step, state, next(train_iter))
     window.add(step_metrics)
@@ -159,19 +139,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
     if plan.evaluates_at(step):
       results, best = _evaluate_and_keep_best(config, model, mesh, state, step, writer, workdir, best)
       window.restart_clock(step)
+    if stop.requested(step, manager):
+      if window.pending_steps:
+        _log_window(window, plan.total_steps, lr_at, writer)
+      _stop_with_checkpoint(manager, state, train_iter, stop.signal_name, plan.total_steps, workdir)
+      writer.close()
+      return results
+  train_iter.report_last_epoch()
   manager.wait_until_finished()
   writer.close()
-  _show_result(workdir, manager.latest_step(), time.monotonic() - began)
+  console.show(console.final_line(manager.latest_step() or 0, time.monotonic() - began,
+                                  workdir / checkpoint.CHECKPOINTS_DIR, checkpoint.read_best(workdir),
+                                  workdir / checkpoint.BEST_DIR))
   return results
-
-
-def _show_start(start: int, total_steps: int) -> float:
-  """Prints fresh or resumed and, when steps remain, that the first one compiles; returns the time."""
-  if start >= total_steps:
-    console.show(console.start_line(start, total_steps))
-  else:
-    console.show(console.start_line(start, total_steps) + "; compiling the train step... ", end="")
-  return time.monotonic()
 
 
 def _one_step(train_step: step_lib.TrainStep, state: step_lib.TrainState, batch: dict):
@@ -198,19 +178,20 @@ def _log_window(window: metrics.StepWindow, total_steps: int, lr_at, writer: met
   console.show(console.progress_line(summary, total_steps, lr, window.eta_seconds(total_steps - summary.last_step)))
 
 
-def _show_setup(config, model_config, params, state, mesh, num_videos: int, plan: StepPlan) -> None:
-  size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
-  console.show(console.model_line(config.model.pretrained or config.model.arch, model_config, size(params),
-                                  size(state.trainable), mesh))
-  console.show(console.data_line(num_videos, config.data.batch_size, plan.steps_per_epoch, config.train.epochs,
-                                 list(datasets.enabled_evals(config)), config.train.eval_every_epochs))
+def _stop_with_checkpoint(manager, state, train_iter, signal_name: str, total_steps: int,
+                          workdir: pathlib.Path) -> None:
+  step = int(state.step)
+  if manager.latest_step() != step:
+    checkpoint.save_checkpoint(manager, state, train_iter)
+  manager.wait_until_finished()
+  console.show(f"Stopped by {signal_name} after step {step} of {total_steps}: saved "
+               f"{workdir / checkpoint.CHECKPOINTS_DIR / str(step)}; rerun the same command to resume.")
 
 
-def _show_result(workdir: pathlib.Path, latest_step: int | None, seconds: float) -> None:
-  best_json = workdir / checkpoint.BEST_DIR / "best.json"
-  best = json.loads(best_json.read_text()) if best_json.is_file() else None
-  latest = workdir / checkpoint.CHECKPOINTS_DIR / str(latest_step)
-  console.show(console.final_line(latest_step or 0, seconds, str(latest), best, str(workdir / checkpoint.BEST_DIR)))
+def _saved_best(config, workdir: pathlib.Path) -> float:
+  """The score of WORKDIR/best (-1 before the first), so that a resumed run keeps a better earlier best."""
+  selection = evaluate.selection_dataset(datasets.enabled_evals(config))
+  return checkpoint.read_best(workdir).get(f"{selection}/top1", -1.0) if selection is not None else -1.0
 
 
 def _evaluate_and_keep_best(config, model, mesh, state: step_lib.TrainState, step: int, writer,
@@ -226,6 +207,7 @@ def _evaluate_and_keep_best(config, model, mesh, state: step_lib.TrainState, ste
   if selection is not None and top1[selection] > best:
     checkpoint.save_best(workdir, state.trainable, step, {f"{selection}/top1": top1[selection]})
     best = top1[selection]
+  checkpoint.record_evaluated(workdir, step)
   if jax.process_index() == 0:
     metrics.plot_curves(writer.jsonl_path, workdir / "plots" / "curves.png")
   return top1, best
@@ -242,7 +224,9 @@ def evaluate_pretrained(config: ml_collections.ConfigDict, workdir: str | os.Pat
   if not config.model.pretrained:
     raise ValueError("--mode=eval needs --config.model.pretrained=DIR")
   mesh = sharding.make_mesh(config.mesh_shape)
-  model_config, params = initial_params(config)
+  workdir_lib.check_batch_sizes(config, mesh, evaluating=True)
+  checkpoint.check_writable(workdir)
+  model_config, params = model_setup.initial_params(config)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   results = evaluate.evaluate_datasets(config, model_lib.EZCLIP(model_config), params, mesh, 0, writer, workdir)
   writer.close()

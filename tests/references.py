@@ -166,3 +166,30 @@ def train_batch(config: model_lib.ModelConfig = TINY, seed: int = 0, batch: int 
   color = np.stack([gray.random_map(jitter.random_map({"frames": clip}, rng), rng)["color"] for clip in video])
   return {"video": video, "color": color, "label": np.array([0, 1, 2, 3, 0, 1, 0, 2][:batch], np.int32),
           "text": text}
+
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def subprocess_environment() -> dict:
+  """The environment of a `python -m ezclip_jax.main` test run: 2 CPU devices, the checkout importable."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+  return env
+
+
+def train_records(workdir) -> list[dict]:
+  """The `train` records of WORKDIR/metrics.jsonl."""
+  from ezclip_jax import metrics  # pylint: disable=g-import-not-at-top
+
+  return [r for r in metrics.read_jsonl(pathlib.Path(workdir) / "metrics.jsonl") if r["split"] == "train"]
+
+
+def trained_params(workdir) -> list:
+  """The leaves of the params `load_pretrained(WORKDIR)` loads (its best, else its latest checkpoint)."""
+  from ezclip_jax import load_pretrained  # pylint: disable=g-import-not-at-top
+
+  _, variables = load_pretrained(workdir)
+  return jax.tree.leaves(variables["params"])

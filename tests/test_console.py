@@ -80,9 +80,9 @@ def test_training_lines():
   assert console.start_line(12, 12) == "resumed from step 12: training is already done"
   assert console.format_duration(3725.4) == "1:02:05" and console.format_duration(float("nan")) == "?"
   best = {"step": 40, "val/top1": 61.25}
-  assert console.final_line(48, 90.0, "W/checkpoints/48", best, "W/best") == (
+  assert console.final_line(48, 90.0, "W/checkpoints", best, "W/best") == (
       "done: step 48 in 0:01:30; latest checkpoint W/checkpoints/48; best checkpoint W/best (step 40, val/top1 61.25%)")
-  assert console.final_line(48, 90.0, "W/checkpoints/48", None, "W/best").endswith(
+  assert console.final_line(48, 90.0, "W/checkpoints", {}, "W/best").endswith(
       "; no best checkpoint (no eval dataset has role=val)")
   summary = {"top1_mean": 60.0, "top1_std": 1.5, "top5_mean": 90.0, "top5_std": 0.5, "num_splits": 3.0}
   assert console.eval_lines(8, {}, {"ucf101": summary, "base_to_novel": {"base": 80.0, "novel": 60.0, "hm": 68.57}}) == [
