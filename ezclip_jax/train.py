@@ -182,9 +182,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
       if window.pending_steps:
         _log_window(window, schedule.total_steps, lr_at, writer)
       _stop_with_checkpoint(manager, state, train_iter, stop.signal_name, schedule.total_steps, workdir)
-      break
-  else:
-    train_iter.report_last_epoch()
+      writer.close()
+      return results
+  train_iter.report_last_epoch()
   manager.wait_until_finished()
   writer.close()
   _show_result(workdir, manager.latest_step(), time.monotonic() - began)
