@@ -19,6 +19,7 @@ import pytest
 
 from data import synthetic
 from ezclip_jax import metrics
+from tests import references
 from tests import test_main
 
 VALIDATION = """
@@ -58,8 +59,9 @@ def _args(config_file, workdir) -> list[str]:
 
 
 def _start(config_file, workdir, prefix=("-m", "ezclip_jax.main")) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, *prefix, *_args(config_file, workdir)], env=test_main._environment(),
-                          cwd=test_main.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen([sys.executable, *prefix, *_args(config_file, workdir)],
+                          env=references.subprocess_environment(), cwd=test_main.REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -88,13 +90,13 @@ def _evals(workdir) -> list[tuple[int, float]]:
 
 
 def _assert_same_run(got, want) -> None:
-  assert test_main._train_records(got) == test_main._train_records(want)
+  assert references.train_records(got) == references.train_records(want)
   assert _evals(got) == _evals(want)
   got_best, want_best = _best(got), _best(want)
   assert got_best[0] == want_best[0]
   for a, b in zip(got_best[1], want_best[1], strict=True):
     np.testing.assert_array_equal(a, b)
-  for a, b in zip(test_main._trainable(got), test_main._trainable(want), strict=True):
+  for a, b in zip(references.trained_params(got), references.trained_params(want), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -134,7 +136,7 @@ def _sigterm_at_step_5(config_file, workdir) -> None:
 
 
 def _train_records(workdir) -> list[dict]:
-  return test_main._train_records(workdir) if (workdir / "metrics.jsonl").exists() else []
+  return references.train_records(workdir) if (workdir / "metrics.jsonl").exists() else []
 
 
 def test_killed_and_preempted_runs_resume_to_the_uninterrupted_one(config_file, straight, tmp_path):
