@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import pathlib
-import re
 import sys
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -46,11 +45,11 @@ from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
 from ezclip_jax import text_prompts
 from ezclip_jax import video_io
+from ezclip_jax import windows as windows_lib
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CACHE_ENV = "EZCLIP_JAX_CACHE"
-JPEG_SUFFIXES = (".jpg", ".jpeg")
-_NUMBERED_FRAME = re.compile(r"(.*?)(\d+)(\.jpe?g)", re.IGNORECASE)
+JPEG_SUFFIXES = video_io.JPEG_SUFFIXES
 _CACHE_VERSION = b"ezclip_jax text features v1"
 
 
@@ -106,42 +105,8 @@ def _walk(directory: pathlib.Path) -> list[str]:
   return found
 
 
-def frame_folder_layout(directory: str | os.PathLike) -> tuple[str, int, int]:
-  """How the JPEG frames of a folder are numbered.
-
-  Args:
-    directory: a frame folder whose JPEG files are `<prefix><number><suffix>` with one
-      prefix and suffix and consecutive numbers, zero-padded (`img_00001.jpg`) or not
-      (`1.jpg ... 12.jpg`).
-
-  Returns:
-    `(template, index_bias, num_frames)` for `video_io.read_jpeg_frames`.
-  """
-  names = sorted(p.name for p in pathlib.Path(directory).iterdir() if p.suffix.lower() in JPEG_SUFFIXES)
-  matches = []
-  for name in names:
-    match = _NUMBERED_FRAME.fullmatch(name)
-    if match is None:
-      raise video_io.DataError(f"Frame folder {directory}: {name!r} is not a numbered frame file like "
-                               "img_00001.jpg.")
-    matches.append(match)
-  patterns = sorted({(m[1], m[3]) for m in matches})
-  if len(patterns) > 1:
-    raise video_io.DataError(f"Frame folder {directory} mixes frame names {patterns[0][0]}N{patterns[0][1]} and "
-                             f"{patterns[1][0]}N{patterns[1][1]}; expected one numbering.")
-  prefix, suffix = (s.replace("{", "{{").replace("}", "}}") for s in patterns[0])
-  template = prefix + "{:0%dd}" % min(len(m[2]) for m in matches) + suffix
-  for name, match in zip(names, matches):
-    if name != template.format(int(match[2])):
-      raise video_io.DataError(f"Frame folder {directory}: {name!r} is not numbered like "
-                               f"{template.format(int(match[2]))!r}.")
-  numbers = {int(m[2]) for m in matches}
-  first = min(numbers)
-  for number in range(first, first + len(names)):
-    if number not in numbers:
-      raise video_io.DataError(f"Frame folder {directory}: frame {template.format(number)} is missing "
-                               f"(frames are numbered from {first}).")
-  return template, first, len(names)
+# Kept here for callers of `predict.frame_folder_layout`.
+frame_folder_layout = video_io.frame_folder_layout
 
 
 class VideoFiles:
@@ -478,6 +443,15 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--cache-dir", default=None,
                       help=f"text feature cache (default ${CACHE_ENV}, else ~/.cache/ezclip_jax)")
   parser.add_argument("--no-cache", action="store_true", help="do not read or write the text feature cache")
+  timeline = parser.add_argument_group("timelines (--timeline): when each action happens in long videos")
+  timeline.add_argument("--timeline", action="store_true",
+                        help="score sliding windows and merge them into segments (--batch-size counts windows)")
+  timeline.add_argument("--window", type=float, default=4.0, help="window length in seconds (default 4)")
+  timeline.add_argument("--stride", type=float, default=2.0, help="seconds between window starts (default 2)")
+  timeline.add_argument("--fps", type=float, default=25.0, help="frame rate of frame folders (default 25)")
+  timeline.add_argument("--min-probability", type=float, default=0.0,
+                        help="windows whose best class is less probable are background (default 0)")
+  timeline.add_argument("--plot", metavar="DIR", help="write a timeline PNG per video into DIR")
   return parser
 
 
@@ -485,6 +459,13 @@ def _check_numbers(args: argparse.Namespace) -> None:
   for flag in ("top_k", "batch_size", "num_clips"):
     if getattr(args, flag) < 1:
       raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}.")
+  for flag in ("window", "stride", "fps"):
+    if not getattr(args, flag) > 0:
+      raise UsageError(f"--{flag} must be more than 0 seconds, got {getattr(args, flag)}.")
+  if args.timeline and (args.num_clips, args.num_crops) != (1, 1):
+    raise UsageError("--num-clips and --num-crops do not apply to --timeline (every window is one centre clip).")
+  if not args.timeline and args.plot is not None:
+    raise UsageError("--plot draws timelines: add --timeline.")
 
 
 def _load(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str], model_lib.EZCLIP, Any]:
@@ -494,13 +475,18 @@ def _load(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str], model_l
   if args.descriptions is not None and not os.path.isfile(args.descriptions):
     raise UsageError(f"--descriptions: no such file {args.descriptions}")
   videos = find_videos(args.inputs)
-  if not pathlib.Path(args.checkpoint).is_dir():
-    raise UsageError(f"--checkpoint: no such directory {args.checkpoint}")
-  try:
-    model, variables = checkpoint.load_pretrained(args.checkpoint)
-  except (FileNotFoundError, ValueError) as e:
-    raise UsageError(f"--checkpoint {args.checkpoint}: {e}") from e
+  model, variables = load_checkpoint(args.checkpoint)
   return class_names, videos, model, variables
+
+
+def load_checkpoint(directory: str) -> tuple[model_lib.EZCLIP, Any]:
+  """`checkpoint.load_pretrained`, its failures as one-line `UsageError`s about --checkpoint."""
+  if not pathlib.Path(directory).is_dir():
+    raise UsageError(f"--checkpoint: no such directory {directory}")
+  try:
+    return checkpoint.load_pretrained(directory)
+  except (FileNotFoundError, ValueError) as e:
+    raise UsageError(f"--checkpoint {directory}: {e}") from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -523,6 +509,8 @@ def _predict(args: argparse.Namespace) -> int:
   if texts.cache_file is not None:
     print(f"class text features {'read from' if texts.from_cache else 'cached in'} {texts.cache_file}",
           file=sys.stderr)
+  if args.timeline:
+    return _timelines(args, model, variables, videos, class_names, texts.embeddings)
   predictions = score_videos(model, variables, videos, texts.embeddings, batch_size=args.batch_size,
                              num_clips=args.num_clips, num_crops=args.num_crops)
   top_k = min(args.top_k, len(class_names))
@@ -531,6 +519,51 @@ def _predict(args: argparse.Namespace) -> int:
   failed = sum(p.error is not None for p in predictions)
   print(f"{len(predictions)} video{'' if len(predictions) == 1 else 's'}: {len(predictions) - failed} scored, "
         f"{failed} failed.", file=sys.stderr)
+  return EXIT_FAILED if failed else EXIT_OK
+
+
+def timelines(model: model_lib.EZCLIP, variables: Any, videos: Sequence[str], class_names: Sequence[str],
+              text_embeddings: np.ndarray, *, window: float = 4.0, stride: float = 2.0, folder_fps: float = 25.0,
+              min_probability: float = 0.0, batch_size: int = 8,
+              timing: windows_lib.Timing | None = None) -> list[windows_lib.Timeline]:
+  """Class probabilities of sliding windows over each video, merged into segments (`ezclip_jax.windows`).
+
+  Windows of all videos share batches; each is scored like a video by `score_videos`.
+  """
+  score = _scorer(model)
+  text_embeddings = jax.device_put(np.asarray(text_embeddings, np.float32))
+
+  def jobs():
+    for path in videos:
+      try:
+        info = windows_lib.probe(path, folder_fps)
+      except video_io.DataError as e:
+        yield path, str(e), []
+        continue
+      yield path, info, windows_lib.slide(info.num_frames, info.fps, window, stride)
+
+  results = windows_lib.run_windows(lambda clips: score(variables, clips, text_embeddings), jobs(),
+                                    num_segments=model.config.num_frames, resolution=model.config.image_resolution,
+                                    batch_size=batch_size, timing=timing)
+  return [windows_lib.timeline(results[path], path, class_names, min_probability) for path in videos]
+
+
+def _timelines(args: argparse.Namespace, model: model_lib.EZCLIP, variables: Any, videos: Sequence[str],
+               class_names: Sequence[str], text_embeddings: np.ndarray) -> int:
+  lines = timelines(model, variables, videos, class_names, text_embeddings, window=args.window, stride=args.stride,
+                    folder_fps=args.fps, min_probability=args.min_probability, batch_size=args.batch_size)
+  top_k = min(args.top_k, len(class_names))
+  print(json.dumps(windows_lib.to_json(lines, class_names, top_k), indent=2) if args.json
+        else windows_lib.format_table(lines))
+  if args.plot is not None:
+    os.makedirs(args.plot, exist_ok=True)
+    for line, name in zip(lines, windows_lib.plot_names(videos)):
+      if line.error is None:
+        windows_lib.plot(line, class_names, os.path.join(args.plot, name))
+    print(f"timeline plots in {args.plot}", file=sys.stderr)
+  failed = sum(line.error is not None for line in lines)
+  print(f"{len(lines)} video{'' if len(lines) == 1 else 's'}: {len(lines) - failed} scored, {failed} failed.",
+        file=sys.stderr)
   return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -7,8 +7,10 @@ full decode). Every failure raises `DataError` naming the file and what was expe
 """
 
 import os
+import pathlib
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import av
 from av.video.reformatter import VideoReformatter
@@ -20,6 +22,8 @@ import simplejpeg
 # comes out: about as costly as decoding this many frames (H.264 with B-frames, 320x240).
 SEEK_COST_FRAMES = 8
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+_NUMBERED_FRAME = re.compile(r"(.*?)(\d+)(\.jpe?g)", re.IGNORECASE)
 _THREAD = threading.local()
 
 
@@ -62,6 +66,44 @@ def read_jpeg_frames(directory: str, indices: Sequence[int], template: str = "im
       out[row] = image
     first_row[i] = row
   return out
+
+
+def frame_folder_layout(directory: str | os.PathLike) -> tuple[str, int, int]:
+  """How the JPEG frames of a folder are numbered.
+
+  Args:
+    directory: a frame folder whose JPEG files are `<prefix><number><suffix>` with one
+      prefix and suffix and consecutive numbers, zero-padded (`img_00001.jpg`) or not
+      (`1.jpg ... 12.jpg`).
+
+  Returns:
+    `(template, index_bias, num_frames)` for `video_io.read_jpeg_frames`.
+  """
+  names = sorted(p.name for p in pathlib.Path(directory).iterdir() if p.suffix.lower() in JPEG_SUFFIXES)
+  matches = []
+  for name in names:
+    match = _NUMBERED_FRAME.fullmatch(name)
+    if match is None:
+      raise DataError(f"Frame folder {directory}: {name!r} is not a numbered frame file like "
+                               "img_00001.jpg.")
+    matches.append(match)
+  patterns = sorted({(m[1], m[3]) for m in matches})
+  if len(patterns) > 1:
+    raise DataError(f"Frame folder {directory} mixes frame names {patterns[0][0]}N{patterns[0][1]} and "
+                             f"{patterns[1][0]}N{patterns[1][1]}; expected one numbering.")
+  prefix, suffix = (s.replace("{", "{{").replace("}", "}}") for s in patterns[0])
+  template = prefix + "{:0%dd}" % min(len(m[2]) for m in matches) + suffix
+  for name, match in zip(names, matches):
+    if name != template.format(int(match[2])):
+      raise DataError(f"Frame folder {directory}: {name!r} is not numbered like "
+                               f"{template.format(int(match[2]))!r}.")
+  numbers = {int(m[2]) for m in matches}
+  first = min(numbers)
+  for number in range(first, first + len(names)):
+    if number not in numbers:
+      raise DataError(f"Frame folder {directory}: frame {template.format(number)} is missing "
+                               f"(frames are numbered from {first}).")
+  return template, first, len(names)
 
 
 def _read_file(path: str) -> bytes:
@@ -191,6 +233,29 @@ def read_video_frames(path: str, indices: Sequence[int], expected_frames: int | 
   Returns:
     uint8 `[len(indices), H, W, 3]` RGB.
   """
+  log = [] if decode_log is None else decode_log
+  found = dict(iter_video_frames(path, indices, expected_frames, log))
+  missing = [i for i in sorted(set(int(i) for i in indices)) if i not in found]
+  if missing:
+    raise _too_short(path, log, missing[0])
+  return np.stack([found[int(i)] for i in indices])
+
+
+def _too_short(path: str, log: list[int], index: int) -> DataError:
+  decodable = max(log) + 1 if log else 0
+  return DataError(f"Video {path} has only {decodable} decodable frames; frame index {index} (0-based) was needed.")
+
+
+def iter_video_frames(path: str, indices: Sequence[int], expected_frames: int | None = None,
+                      decode_log: list[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+  """Streams the frames at 0-based `indices` of a video in increasing order, one at a time.
+
+  Memory stays at one decoded frame however many are wanted (long videos, timelines).
+  Frames past the end of the stream are not yielded; `read_video_frames` raises for them.
+
+  Yields:
+    `(index, uint8 [H, W, 3] RGB)` for each distinct index, in increasing order.
+  """
   wanted = sorted(set(int(i) for i in indices))
   container, stream = _open(path)
   if expected_frames is not None and 0 < stream.frames < expected_frames:
@@ -198,28 +263,36 @@ def read_video_frames(path: str, indices: Sequence[int], expected_frames: int | 
     raise DataError(f"Video {path} has {stream.frames} frames (container header), fewer than the "
                     f"{expected_frames} listed.")
   log = [] if decode_log is None else decode_log
+  done: set[int] = set()
   try:
     with container:
       try:
-        found = _decode_seeking(container, stream, wanted, log)
+        for index, frame in _decode_seeking(container, stream, wanted, log):
+          done.add(index)
+          yield index, frame
       except _NoTimestamps:
         container.seek(0)
-        found = _decode_counting(container, stream, wanted, log)
+        yield from _decode_counting(container, stream, [i for i in wanted if i not in done], log)
   except av.error.FFmpegError as e:
     raise DataError(f"Unreadable video {path}: {e}") from e
-  missing = [i for i in wanted if i not in found]
-  if missing:
-    decodable = max(log) + 1 if log else 0
-    raise DataError(f"Video {path} has only {decodable} decodable frames; frame index {missing[0]} "
-                    f"(0-based) was needed.")
-  return np.stack([found[int(i)] for i in indices])
 
 
-def _decode_seeking(container, stream, wanted: list[int], log: list[int]) -> dict[int, np.ndarray]:
-  """Seek-and-decode over the sorted `wanted` indices; see the module docstring."""
+def probe_video(path: str) -> tuple[int, float]:
+  """`(number of frames, frames per second)` of a video file (fps from the stream's rate)."""
+  num_frames = probe_num_frames(path)
+  container, stream = _open(path)
+  with container:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+  if not rate or rate <= 0:
+    raise DataError(f"Unreadable video {path}: no frame rate in the stream header.")
+  return num_frames, float(rate)
+
+
+def _decode_seeking(container, stream, wanted: list[int], log: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+  """Seek-and-decode over the sorted `wanted` indices, yielding them in order; see the module docstring."""
   timeline = _Timeline(stream)
   wanted_set = set(wanted)
-  found: dict[int, np.ndarray] = {}
+  found: set[int] = set()
   keyframe, position, gop = None, -1, None
   frames = None
   for target in wanted:
@@ -242,12 +315,12 @@ def _decode_seeking(container, stream, wanted: list[int], log: list[int]) -> dic
         keyframe = run_keyframe = index
       position = max(position, index)
       if index in wanted_set and index not in found:
-        found[index] = _to_rgb(frame)
+        found.add(index)
+        yield index, _to_rgb(frame)
       if index >= target:
         break
     else:
       break  # end of stream: the remaining targets do not exist
-  return found
 
 
 def _should_seek(target: int, keyframe: int | None, position: int, gop: int | None) -> bool:
@@ -265,14 +338,14 @@ def _should_seek(target: int, keyframe: int | None, position: int, gop: int | No
   return target - position > max(SEEK_COST_FRAMES, position - keyframe + 1)
 
 
-def _decode_counting(container, stream, wanted: list[int], log: list[int]) -> dict[int, np.ndarray]:
+def _decode_counting(container, stream, wanted: list[int], log: list[int]) -> Iterator[tuple[int, np.ndarray]]:
   """Decodes from the start counting frames, for streams without usable timestamps."""
-  found: dict[int, np.ndarray] = {}
+  if not wanted:
+    return
   wanted_set, last = set(wanted), wanted[-1]
   for index, frame in enumerate(container.decode(stream)):
     log.append(index)
     if index in wanted_set:
-      found[index] = _to_rgb(frame)
+      yield index, _to_rgb(frame)
     if index >= last:
       break
-  return found
