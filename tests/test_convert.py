@@ -16,7 +16,6 @@ from convert import torchscript
 from ezclip_jax import checkpoint
 from ezclip_jax import load_pretrained
 from tests import references
-from tests import references
 
 
 def _flat(tree, prefix=()):
@@ -244,7 +243,7 @@ def test_existing_destination_needs_overwrite(tmp_path, capsys):
 
 
 def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path, capsys):
-  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  torch.save(references.random_ezclip_state(references.CONVERTIBLE_TINY), tmp_path / "in.pt")
   assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
   capsys.readouterr()
   out = tmp_path / "out.pt"
@@ -258,12 +257,12 @@ def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path
                                  f"e.g. {tmp_path / 'folder' / 'model.pt'}")
   assert not any((tmp_path / "folder").iterdir())
   assert flax_to_torch.main([str(tmp_path / "flax"), str(out), "--overwrite"]) == 0
-  assert len(torch.load(out, weights_only=True)["model_state_dict"]) == len(references.random_ezclip_state(TINY))
+  assert len(torch.load(out, weights_only=True)["model_state_dict"]) == len(references.random_ezclip_state(references.CONVERTIBLE_TINY))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "folder", "in.pt", "out.pt"]
 
 
 def test_a_read_only_destination_fails_before_converting(tmp_path, capsys, monkeypatch):
-  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  torch.save(references.random_ezclip_state(references.CONVERTIBLE_TINY), tmp_path / "in.pt")
   monkeypatch.setattr(torch_to_flax, "load_state_dict", lambda *a: pytest.fail("read SRC before checking DST"))
   assert _convert(tmp_path / "in.pt", "/proc/ezclip-out") == 2
   assert _error_line(capsys) == "error: /proc/ezclip-out: cannot write in /proc (No such file or directory)"
