@@ -14,15 +14,19 @@ mis-shaped tensors are an error listing them.
 import argparse
 import fnmatch
 import pathlib
+import pickle
 import re
 import sys
+import zipfile
 from typing import Sequence
 
 import jax
 import numpy as np
 
 from convert import mapping
+from convert import torchscript
 from ezclip_jax import checkpoint
+from ezclip_jax import errors
 from ezclip_jax import model as model_lib
 
 # Metadata entries of OpenAI's TorchScript archives, not parameters.
@@ -49,15 +53,27 @@ def _read_torch_file(path: pathlib.Path) -> dict:
     except Exception as e:  # safetensors raises several unrelated types.
       raise ConversionError(f"{path}: not a readable .safetensors file ({e})") from e
   try:
-    return torch.jit.load(str(path), map_location="cpu").state_dict()
-  except Exception:  # Not TorchScript: try a pickled checkpoint next.
-    pass
+    if torchscript.is_torchscript(path):
+      return torchscript.read_state_dict(path)
+  except torchscript.UnsafeArchiveError as e:
+    raise ConversionError(str(e)) from e
+  except (OSError, EOFError, pickle.UnpicklingError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
+    raise ConversionError(f"{path}: damaged TorchScript archive ({_first_line(e)})") from e
   try:
     return torch.load(str(path), map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # torch's message advises weights_only=False, which would run the file's code: not passed on.
+    blocked = re.search(r"(unsupported GLOBAL \S+|Unsupported global: \S+)", str(e))
+    reason = blocked.group(1) if blocked else _first_line(e)
+    raise ConversionError(f"{path}: refused: it holds Python objects besides tensors ({reason}); only "
+                          "tensors are read from checkpoint files") from e
   except Exception as e:
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise ConversionError(f"{path}: not a TorchScript archive, torch checkpoint or .safetensors "
-                          f"file ({reason})") from e
+                          f"file ({_first_line(e)})") from e
+
+
+def _first_line(error: Exception) -> str:
+  return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _unwrap(obj, path: pathlib.Path) -> dict:
@@ -233,6 +249,7 @@ def convert(src: str | pathlib.Path, dst: str | pathlib.Path, num_frames: int | 
             allow_missing: Sequence[str] = (), use_prompts: bool = True, t_adapter: bool = False,
             head_width: int = 64, overwrite: bool = False, seed: int = 0) -> model_lib.ModelConfig:
   """Converts SRC into the pretrained directory DST; returns the architecture."""
+  checkpoint.check_destination(dst, overwrite)
   state = load_state_dict(src)
   config = infer_model_config(state, num_frames, use_prompts, t_adapter, head_width)
   params = convert_state_dict(state, config, allow_missing, seed)
@@ -257,8 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     config = convert(args.src, args.dst, args.num_frames, args.allow_missing, not args.no_prompts,
                      args.t_adapter, args.head_width, args.overwrite, args.seed)
-  except (ConversionError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ConversionError, OSError) as e:
+    print(f"error: {errors.one_line(e)}", file=sys.stderr)
     return 2
   print(f"wrote {args.dst}: vision {config.vision_layers}x{config.vision_width}/{config.vision_patch_size} "
         f"@{config.image_resolution}, text {config.text_layers}x{config.text_width}, "

@@ -15,6 +15,11 @@ file name without extension (with it under `--keep-extension`, as the official H
 and SSv2 lists name their folders), and `OUT_LIST` with lines
 `<OUT_ROOT>/<name> <num_frames> <label>` in input order.
 
+Nothing this tool did not write is ever replaced or deleted: OUT_ROOT/.extract_frames.json
+records the frame folders and lists it writes, and an existing output missing from it (a
+class folder when OUT_ROOT is VIDEO_ROOT, someone's frames) stops the run before any work.
+A rerun replaces its own earlier outputs.
+
 Frames are downscaled so that the short side is at most `--short-side` (0 keeps the
 size; never upscaled) and, with `--fps`, thinned to at most that rate. A video that
 cannot be decoded is reported with its path; the run then exits non-zero without
@@ -26,11 +31,14 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
+import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 
 import av
@@ -40,6 +48,8 @@ from PIL import Image
 from ezclip_jax import video_io
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"
+_FRAME_FILE = re.compile(r"img_\d{5}\.jpg")
+MANIFEST = ".extract_frames.json"
 
 
 class VideoDecodeError(video_io.DataError):
@@ -157,18 +167,58 @@ class _Job:
 
 
 def _extract(job: _Job, options: FrameOptions) -> int | str:
-  """Writes one frame folder; returns its frame count, or the error message."""
+  """Writes one frame folder (replacing this tool's earlier one); returns its frame count, or the error."""
   encoded = try_encode_video(job.video, options)
   if isinstance(encoded, VideoDecodeError):
     return str(encoded)
-  tmp = job.out_dir.with_name(f".{job.out_dir.name}.tmp")
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
-  for i, data in enumerate(encoded.frames_jpeg):
-    (tmp / FRAME_TEMPLATE.format(i + 1)).write_bytes(data)
-  shutil.rmtree(job.out_dir, ignore_errors=True)
-  os.replace(tmp, job.out_dir)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{job.out_dir.name}.partial-", dir=job.out_dir.parent))
+  try:
+    for i, data in enumerate(encoded.frames_jpeg):
+      (tmp / FRAME_TEMPLATE.format(i + 1)).write_bytes(data)
+    if job.out_dir.is_dir():  # checked by `check_outputs`: written by this tool, frames only
+      shutil.rmtree(job.out_dir)
+    os.replace(tmp, job.out_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
   return len(encoded.frames_jpeg)
+
+
+def _read_manifest(out_root: pathlib.Path) -> dict[str, list[str]]:
+  path = out_root / MANIFEST
+  if not path.exists():
+    return {"folders": [], "lists": []}
+  try:
+    manifest = json.loads(path.read_text())
+    return {"folders": list(manifest["folders"]), "lists": list(manifest["lists"])}
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path}: not this tool's record of what it wrote ({e}); move it away") from e
+
+
+def _write_manifest(out_root: pathlib.Path, manifest: dict[str, list[str]]) -> None:
+  out_root.mkdir(parents=True, exist_ok=True)
+  tmp = out_root / f"{MANIFEST}.tmp"
+  tmp.write_text(json.dumps({k: sorted(set(v)) for k, v in manifest.items()}, indent=1))
+  os.replace(tmp, out_root / MANIFEST)
+
+
+def _only_frames(directory: pathlib.Path) -> bool:
+  return directory.is_dir() and not directory.is_symlink() and all(
+      _FRAME_FILE.fullmatch(p.name) and p.is_file() for p in directory.iterdir())
+
+
+def check_outputs(jobs: Sequence[_Job], list_file: pathlib.Path, manifest: dict[str, list[str]]) -> None:
+  """Fails, before any work, if an output exists that this tool did not write."""
+  foreign = [job.out_dir for job in jobs if (job.out_dir.exists() or job.out_dir.is_symlink()) and not (
+      job.out_dir.name in manifest["folders"] and _only_frames(job.out_dir))]
+  if list_file.exists() and str(list_file) not in manifest["lists"]:
+    foreign.append(list_file)
+  if not foreign:
+    return
+  first = foreign[0]
+  held = f" (holding {', '.join(sorted(p.name for p in first.iterdir())[:3])}, ...)" if first.is_dir() else ""
+  more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+  raise FileExistsError(f"{first}{held}{more} already exist and were not written by data.extract_frames; "
+                        "nothing was changed: choose another OUT_ROOT or --list, or move them away")
 
 
 def read_labels_csv(path: pathlib.Path) -> list[str]:
@@ -193,8 +243,15 @@ def write_labels_csv(path: pathlib.Path, names: Sequence[str]) -> None:
     writer.writerows(enumerate(names))
 
 
-def _folder_videos(video_root: pathlib.Path, labels_csv: pathlib.Path) -> list[tuple[pathlib.Path, int]]:
-  classes = sorted(p.name for p in video_root.iterdir() if p.is_dir())
+def _folder_videos(video_root: pathlib.Path, labels_csv: pathlib.Path) -> tuple[list[tuple[pathlib.Path, int]],
+                                                                              list[str] | None]:
+  """The videos with their class ids, and the class names to write to `labels_csv` when it is absent.
+
+  Frame folders this tool wrote into VIDEO_ROOT (as OUT_ROOT) are not classes.
+  """
+  ours = set(_read_manifest(video_root.absolute())["folders"])
+  classes = sorted(p.name for p in video_root.iterdir() if p.is_dir() and p.name not in ours
+                   and not p.name.startswith("."))
   if not classes:
     raise ValueError(f"{video_root}: no class folders (expected VIDEO_ROOT/<class>/<video>; or pass --videos LIST)")
   if labels_csv.exists():
@@ -204,7 +261,6 @@ def _folder_videos(video_root: pathlib.Path, labels_csv: pathlib.Path) -> list[t
       raise ValueError(f"{labels_csv}: has no class named {missing[:5]} (class folders of {video_root})")
     ids = {c: known.get(c, known.get(c.replace("_", " "))) for c in classes}
   else:
-    write_labels_csv(labels_csv, classes)
     ids = {c: i for i, c in enumerate(classes)}
   videos, others = [], []
   for name in classes:
@@ -212,7 +268,7 @@ def _folder_videos(video_root: pathlib.Path, labels_csv: pathlib.Path) -> list[t
       (videos if path.suffix.lower() in video_io.VIDEO_EXTENSIONS else others).append((path, ids[name]))
   if others:
     print(f"Ignoring {len(others)} files without a video extension, e.g. {others[0][0]}", file=sys.stderr)
-  return videos
+  return videos, None if labels_csv.exists() else classes
 
 
 def _listed_videos(video_root: pathlib.Path, video_list: pathlib.Path,
@@ -269,13 +325,30 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(argv)
+  try:
+    return _run(args)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
   labels_csv = args.labels or args.list.parent / "labels.csv"
   out_root = args.out_root.absolute()
+  list_file = args.list.absolute()
+  new_labels = None
   if args.videos:
     videos = _listed_videos(args.video_root, args.videos, labels_csv)
   else:
-    videos = _folder_videos(args.video_root, labels_csv)
+    videos, new_labels = _folder_videos(args.video_root, labels_csv)
   jobs = _jobs(videos, out_root, args.keep_extension)
+  manifest = _read_manifest(out_root)
+  check_outputs(jobs, list_file, manifest)
+  if new_labels is not None:
+    write_labels_csv(labels_csv, new_labels)
+  # Claimed before writing, so a run killed half-way may replace its folders when rerun.
+  _write_manifest(out_root, {"folders": manifest["folders"] + [job.out_dir.name for job in jobs],
+                             "lists": manifest["lists"] + [str(list_file)]})
   options = FrameOptions(short_side=args.short_side, fps=args.fps, quality=args.quality,
                          subsampling=args.subsampling)
   results = _extract_all(jobs, options, args.workers)

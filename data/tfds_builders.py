@@ -9,7 +9,8 @@ TensorFlow: the features are plain tensors and the files ArrayRecord.
 Build (this module must not be imported twice under different names, as TFDS refuses a
 second registration of the same builder name):
   python -m data.tfds_builders ezclip_ucf101/split1 --manual_dir ~/ucf101 \
-      --data_dir ~/tensorflow_datasets [--workers 8] [--skip_bad]
+      --data_dir ~/tensorflow_datasets [--workers 8] [--skip_bad] [--rebuild]
+An existing build of the same version is reused (and the command says so) unless --rebuild.
 or from Python:
   builder = tfds_builders.Ucf101(config="split1", data_dir=data_dir, num_workers=8)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))
@@ -31,6 +32,7 @@ import itertools
 import json
 import multiprocessing
 import pathlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -371,20 +373,35 @@ class VideoList(_VideoBuilder):
     return class_names, splits
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description="Build one of the ezclip_* TFDS video datasets.")
   parser.add_argument("name", help="e.g. ezclip_ucf101/split1, ezclip_kinetics400, ezclip_video_list/default")
   parser.add_argument("--manual_dir", type=pathlib.Path, required=True)
   parser.add_argument("--data_dir", type=pathlib.Path, required=True)
   parser.add_argument("--workers", type=int, default=1)
   parser.add_argument("--skip_bad", action="store_true")
+  parser.add_argument("--rebuild", action="store_true",
+                      help="build again from --manual_dir, replacing an existing build of this version")
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.INFO)
   builder = tfds.builder(args.name, data_dir=args.data_dir, skip_bad=args.skip_bad, num_workers=args.workers)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir))
-  print(f"Built {builder.info.full_name} in {builder.data_dir}: "
-        + ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items()))
+  existed = builder.is_prepared()
+  mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if args.rebuild
+          else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=args.manual_dir,
+                                                                              download_mode=mode))
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  splits = ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items())
+  if existed and not args.rebuild:
+    print(f"Reused the existing build of {builder.info.full_name} in {builder.data_dir} ({splits}); "
+          f"{args.manual_dir} was not read. Pass --rebuild to build it again from there.")
+  else:
+    print(f"{'Rebuilt' if existed else 'Built'} {builder.info.full_name} in {builder.data_dir}: {splits}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

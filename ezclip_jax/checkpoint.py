@@ -11,7 +11,10 @@ A training workdir holds the frozen starting point once and small checkpoints:
   WORKDIR/checkpoints/N/  orbax: `state` (step, trainable params, optimizer state,
                           rng) + `data` (the grain iterator of every process)
   WORKDIR/best/           pretrained-style `trainable` params of the best validation
-                          result, with best.json saying which step and metric
+                          result, with best.json saying which step and metric (a resumed
+                          run continues from that score)
+  WORKDIR/evaluated.json  the last step whose evaluation and best/ update finished; a run
+                          killed before that redoes the evaluation when it resumes
 `load_pretrained(WORKDIR)` gives the best model (else the latest checkpoint's).
 """
 
@@ -19,7 +22,9 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 
+from absl import logging
 import grain
 import jax
 from jax.experimental import multihost_utils
@@ -34,6 +39,8 @@ PARAMS_DIR = "params"
 BACKBONE_DIR = "backbone"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
+DAMAGED_DIR = "damaged_checkpoints"
+EVALUATED_FILE = "evaluated.json"
 TRAINABLE_FILE = "trainable_patterns.json"
 
 
@@ -74,6 +81,27 @@ def _write_directory(dst: pathlib.Path, params, files: dict[str, str]) -> None:
   _sync(f"done {dst}")
 
 
+def check_writable(path: pathlib.Path) -> None:
+  """Fails at once if `path` (a directory to create or fill) cannot be written."""
+  existing = next(p for p in [path, *path.parents] if p.exists())
+  if not existing.is_dir():
+    raise NotADirectoryError(f"{path}: {existing} is a file, not a directory")
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise PermissionError(f"{path}: cannot write in {existing} ({e.strerror or e})") from e
+
+
+def check_destination(directory: str | os.PathLike, overwrite: bool) -> pathlib.Path:
+  """Fails at once if the pretrained directory `directory` may not or cannot be written."""
+  dst = pathlib.Path(directory).absolute()
+  if dst.exists() and not overwrite:
+    raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it.")
+  check_writable(dst)
+  return dst
+
+
 def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig, params: dict,
                     overwrite: bool = False, extra_files: dict[str, str] | None = None) -> pathlib.Path:
   """Writes config + params atomically to `directory` (every process calls it).
@@ -88,9 +116,7 @@ def save_pretrained(directory: str | os.PathLike, config: model_lib.ModelConfig,
   Returns:
     The destination path.
   """
-  dst = pathlib.Path(directory).absolute()
-  if dst.exists() and not overwrite:
-    raise FileExistsError(f"{dst} already exists; pass overwrite=True (--overwrite) to replace it.")
+  dst = check_destination(directory, overwrite)
   _write_directory(dst, params, {CONFIG_FILE: config.to_json(), **(extra_files or {})})
   return dst
 
@@ -137,15 +163,63 @@ def _load_from_workdir(workdir: pathlib.Path) -> tuple[model_lib.EZCLIP, dict]:
     trainable = _restore_params(workdir / BEST_DIR / PARAMS_DIR, initial_trainable)
   else:
     manager = ocp.CheckpointManager((workdir / CHECKPOINTS_DIR).absolute(), item_names=("state",),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.latest_step()
-    if step is None:
-      return model, variables
+                                    options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                                        save_interval_steps=0))
     target = {"trainable": initial_trainable}
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)))
-    trainable = restored["state"]["trainable"]
+    restore_args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
+    trainable = _restore_newest_intact(manager, restore_args, workdir)["state"]["trainable"]
   return model, {"params": optim.merge_params(trainable, frozen)}
+
+
+class NoCheckpointError(FileNotFoundError):
+  """A training workdir that holds no trained parameters (yet)."""
+
+
+def _damage(step_dir: pathlib.Path, items, error: Exception) -> str:
+  """One line naming what is wrong with a checkpoint directory."""
+  for item in items:
+    if not (step_dir / item).exists():
+      return f"{item}/ is missing"
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[0][:200] if lines else 'unreadable'}"
+
+
+def _restore_newest_intact(manager: ocp.CheckpointManager, args, workdir: pathlib.Path,
+                           on_damaged=None) -> dict:
+  """Restores the newest checkpoint that reads back, warning (one line) about each damaged newer one.
+
+  Args:
+    manager: over WORKDIR/checkpoints.
+    args: the orbax restore args.
+    workdir: for the messages.
+    on_damaged: called with the directory of each damaged checkpoint before the next older is
+      tried; returns where it moved it (or None).
+
+  Returns:
+    The restored items.
+
+  Raises:
+    NoCheckpointError: there is no checkpoint, or none is intact.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    raise NoCheckpointError(f"{workdir} has no trained parameters: {workdir / BEST_DIR} and "
+                            f"{workdir / CHECKPOINTS_DIR}/<step> are missing. Train it first, or pass "
+                            "a pretrained directory (python -m convert.torch_to_flax).")
+  damaged = []
+  for step in steps:
+    try:
+      return manager.restore(step, args=args)
+    except Exception as e:  # orbax and tensorstore raise many types for unreadable files.
+      step_dir = pathlib.Path(manager.directory) / str(step)
+      damage = _damage(step_dir, args.keys(), e)
+      damaged.append(f"{step_dir} ({damage})")
+      moved = on_damaged(step_dir) if on_damaged is not None else None
+      if step != steps[-1]:
+        logging.warning("checkpoint %s is damaged (%s); %susing the previous one.", step_dir, damage,
+                        f"moved it to {moved}, " if moved else "")
+  raise NoCheckpointError(f"{workdir}: every checkpoint is damaged: {'; '.join(damaged)}")
 
 
 def save_backbone(workdir: pathlib.Path, config: model_lib.ModelConfig, params: dict,
@@ -161,6 +235,29 @@ def save_best(workdir: pathlib.Path, trainable: dict, step: int, metrics: dict) 
   """Replaces WORKDIR/best with `trainable` (selected on a validation split); every process calls it."""
   _write_directory(workdir.absolute() / BEST_DIR, trainable,
                    {"best.json": json.dumps({"step": step, **metrics}, indent=2)})
+
+
+def read_best(workdir: pathlib.Path) -> dict:
+  """WORKDIR/best/best.json ({"step", "<dataset>/top1"}), or {} before the first best."""
+  path = workdir / BEST_DIR / "best.json"
+  if not (workdir / BEST_DIR / PARAMS_DIR).is_dir() or not path.is_file():
+    return {}
+  return json.loads(path.read_text())
+
+
+def last_evaluated_step(workdir: pathlib.Path) -> int:
+  """The step of the last evaluation whose best/ update finished (0 if none)."""
+  path = workdir / EVALUATED_FILE
+  return json.loads(path.read_text())["step"] if path.is_file() else 0
+
+
+def record_evaluated(workdir: pathlib.Path, step: int) -> None:
+  """Notes that the evaluation at `step`, and its best/ update, finished (every process calls it)."""
+  _sync(f"evaluated {step}")
+  if jax.process_index() == 0:
+    tmp = workdir / f".{EVALUATED_FILE}.tmp"
+    tmp.write_text(json.dumps({"step": step}))
+    os.replace(tmp, workdir / EVALUATED_FILE)
 
 
 def checkpoint_manager(workdir: pathlib.Path, keep: int) -> ocp.CheckpointManager:
@@ -182,17 +279,32 @@ def save_checkpoint(manager: ocp.CheckpointManager, state, data_iterator) -> Non
       data=grain.checkpoint.CheckpointSave(data_iterator)))
 
 
-def restore_checkpoint(manager: ocp.CheckpointManager, state, data_iterator):
-  """Restores the latest checkpoint into `state`'s shapes/shardings and `data_iterator`.
+def restore_checkpoint(manager: ocp.CheckpointManager, state, data_iterator, workdir: pathlib.Path):
+  """Restores the newest intact checkpoint into `state`'s shapes/shardings and `data_iterator`.
+
+  A damaged newer checkpoint is moved to WORKDIR/damaged_checkpoints/ (kept, not deleted), so
+  training redoes its steps and can save them again.
 
   Returns:
     The restored state, or `state` unchanged when there is no checkpoint.
   """
-  step = manager.latest_step()
-  if step is None:
+  if manager.latest_step() is None:
     return state
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _state_items(state))
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                            data=grain.checkpoint.CheckpointRestore(data_iterator))
+  restored = _restore_newest_intact(manager, args, workdir, on_damaged=lambda d: _move_aside(d, workdir))
+  manager.reload()
   return state.replace(**restored["state"])
+
+
+def _move_aside(step_dir: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
+  aside = workdir.absolute() / DAMAGED_DIR
+  destination = aside / f"{step_dir.name}.{len(list(aside.glob('*'))) if aside.is_dir() else 0}"
+  _sync(f"restore failed {step_dir}")
+  if jax.process_index() == 0:
+    aside.mkdir(exist_ok=True)
+    os.replace(step_dir, destination)
+  _sync(f"moved {step_dir}")
+  return destination

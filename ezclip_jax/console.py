@@ -1,5 +1,11 @@
 """The console shows results and progress; library logs are off unless asked for.
 
+Training prints, on process 0 only (`show`): what it trains on what (`model_line`,
+`data_line`), whether it starts fresh or resumes, the first step's compile time, a progress
+line per logging window (`progress_line`), a line per dataset after each evaluation
+(`eval_lines`) and where the result is (`final_line`). Plain lines, so a log file reads
+like the terminal.
+
 Orbax (on every save and restore), grain, TFDS and this package's own details log through
 absl at INFO, which absl's `app.run` shows by default. Every entry point (`ezclip_jax.main`,
 `predict`, `visualize`, `benchmarks/*`) sets `set_log_level(...)` first, so only warnings
@@ -8,10 +14,13 @@ and errors show; `--log_level=info` (or `debug`) brings the library logs back.
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+import datetime
+import math
+from collections.abc import Iterator, Mapping
 
 from absl import flags
 from absl import logging
+import jax
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = "warning"
@@ -46,3 +55,87 @@ def log_level(level: str) -> Iterator[None]:
     yield
   finally:
     logging.set_verbosity(previous)
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def show(line: str, end: str = "\n") -> None:
+  """Prints `line` (flushed) on process 0; the other processes print nothing."""
+  if jax.process_index() == 0:
+    print(line, end=end, flush=True)
+
+
+def format_duration(seconds: float) -> str:
+  """`H:MM:SS`, or `?` when unknown."""
+  if not math.isfinite(seconds) or seconds < 0:
+    return "?"
+  return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def _count(n: int) -> str:
+  """1234567 -> `1.23M`, 45600 -> `45.6k`."""
+  for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    if n >= size:
+      return f"{n / size:.3g}{unit}"
+  return str(n)
+
+
+def model_line(name: str, model_config, num_params: int, num_trainable: int, mesh) -> str:
+  """`model tiny (8 frames of 32 px, float32): 1.23M params, 45.6k trainable | mesh data=8 ...`."""
+  axes = " ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
+  devices = mesh.devices.flat[0]
+  return (f"model {name} ({model_config.num_frames} frames of {model_config.image_resolution} px, "
+          f"{model_config.dtype}): {_count(num_params)} params, {_count(num_trainable)} trainable | mesh {axes} "
+          f"over {mesh.devices.size} {devices.platform} devices, {jax.process_count()} process(es)")
+
+
+def data_line(num_videos: int, batch_size: int, steps_per_epoch: int, epochs: int, evals: list[str],
+              eval_every_epochs: int) -> str:
+  """`data: 256 training videos, batch 16: 16 steps/epoch x 20 epochs = 320 steps; eval ...`."""
+  line = (f"data: {num_videos} training videos, batch {batch_size}: {steps_per_epoch} steps/epoch x {epochs} "
+          f"epochs = {steps_per_epoch * epochs} steps")
+  if evals:
+    return line + f"; evaluating {', '.join(evals)} every {eval_every_epochs} epoch(s) and at the end"
+  return line + "; no evaluation (data.evals is empty)"
+
+
+def start_line(start_step: int, total_steps: int) -> str:
+  if start_step == 0:
+    return f"starting fresh: {total_steps} steps"
+  if start_step >= total_steps:
+    return f"resumed from step {start_step}: training is already done"
+  return f"resumed from step {start_step} of {total_steps}"
+
+
+def progress_line(summary, total_steps: int, lr: float, eta_seconds: float) -> str:
+  """`step 40/320 (12.5%) | loss 0.6931 | lr 2.86e-03 | 14.2 steps/s | ETA 0:00:19`; the loss is the
+  window's mean (`metrics.WindowSummary`)."""
+  step = summary.last_step
+  rate = "?" if summary.steps_per_sec is None else f"{summary.steps_per_sec:.2f}"
+  return (f"step {step}/{total_steps} ({100.0 * step / total_steps:.1f}%) | loss {summary.means['loss']:.4f} | "
+          f"lr {lr:.3g} | {rate} steps/s | ETA {format_duration(eta_seconds)}")
+
+
+def eval_lines(step: int, results: Mapping, summaries: Mapping[str, Mapping[str, float]]) -> list[str]:
+  """One line per dataset (`evaluate.EvalResult`) and per protocol summary."""
+  lines = [f"eval step {step} | {name}: top-1 {r.top1:.2f}%, top-{r.topk} {r.top5:.2f}% of {r.num_samples} videos"
+           for name, r in results.items()]
+  for group, summary in summaries.items():
+    if "hm" in summary:
+      lines.append(f"eval step {step} | {group}: base {summary['base']:.2f}%, novel {summary['novel']:.2f}%, "
+                   f"harmonic mean {summary['hm']:.2f}%")
+    else:
+      lines.append(f"eval step {step} | {group} ({int(summary['num_splits'])} splits): top-1 "
+                   f"{summary['top1_mean']:.2f} +- {summary['top1_std']:.2f}%, top-5 {summary['top5_mean']:.2f} "
+                   f"+- {summary['top5_std']:.2f}%")
+  return lines
+
+
+def final_line(step: int, seconds: float, latest: str, best: Mapping | None, best_dir: str) -> str:
+  """Where the run's result is: the best checkpoint (`best.json`'s step and score) or the latest."""
+  line = f"done: step {step} in {format_duration(seconds)}; latest checkpoint {latest}"
+  if not best:
+    return line + "; no best checkpoint (no eval dataset has role=val)"
+  scores = ", ".join(f"{k} {v:.2f}%" for k, v in best.items() if k != "step" and math.isfinite(v))
+  return line + f"; best checkpoint {best_dir} (step {best['step']}, {scores})"

@@ -21,19 +21,20 @@ import csv
 import dataclasses
 import pathlib
 
-import jax
 import ml_collections
 import numpy as np
 
 from ezclip_jax import checkpoint
+from ezclip_jax import console
+from ezclip_jax import datasets
 from ezclip_jax import evaluate
-from ezclip_jax import input_pipeline
 from ezclip_jax import synthetic
 from ezclip_jax import text_prompts
 from ezclip_jax import train
 from ezclip_jax import transforms
 
 MODELS = (("ezclip", True), ("frame_average", False))
+TITLES = {"ezclip": "EZ-CLIP (temporal prompts)", "frame_average": "frame averaging (no prompts)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,13 +142,10 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
     (float32 `[N, C]` probabilities, int `[N]` labels), in the order of the list file.
   """
   model, variables = checkpoint.load_pretrained(workdir)
-  source = train.make_source(spec, config.data.official_repo, skip_bad=False)
-  _, prompts = train.class_prompts(spec, config.data.official_repo, model.config.context_length)
+  source = datasets.make_source(spec, config.data.official_repo, skip_bad=False)
+  _, prompts = datasets.class_prompts(spec, config.data.official_repo, model.config.context_length)
   text_embeddings = evaluate.encode_class_texts(model, variables, prompts.tokens)
-  resolution = model.config.image_resolution
-  batches = input_pipeline.eval_dataset(
-      source, batch_size=config.data.eval_batch_size, num_frames=model.config.num_frames,
-      resize_size=round(resolution * 256 / 224), crop_size=resolution, num_workers=0)
+  batches = datasets.eval_batches(config, source, model.config)
   # Eval batches come in list order; the mask drops the padding.
   scored = [(probs[mask], labels[mask])
             for probs, labels, mask in evaluate.scored_batches(model, variables, batches, text_embeddings)]
@@ -206,11 +204,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Scores]:
       run_config.model.use_prompts = use_prompts
       run_config.data.train = train_spec
       run_config.data.evals = ml_collections.ConfigDict({"synthetic": eval_spec})
+    console.show(f"\n== {TITLES[name]}: training in {workdir / name}")
     train.train_and_evaluate(run_config, workdir / name)
     results[name] = score(*held_out_probabilities(run_config, workdir / name, eval_spec), partners)
-  if jax.process_index() == 0:
-    print(report(results, demo.classes))
-    print(predict_hint(workdir))
+  console.show(report(results, demo.classes))
+  console.show(predict_hint(workdir))
   return results
 
 
@@ -232,8 +230,8 @@ def report(results: dict[str, Scores], classes) -> str:
       f"Held-out synthetic clips: {ezclip.num_clips}, classes: {', '.join(classes)}.",
       "Each class is its partner played backwards, so only temporal order separates them.",
       f"{'':32}{'top-1':>8}{'direction':>11}",
-      f"{'EZ-CLIP (temporal prompts)':32}{ezclip.top1:7.1f}%{ezclip.direction:10.1f}%",
-      f"{'frame averaging (no prompts)':32}{average.top1:7.1f}%{average.direction:10.1f}%",
+      f"{TITLES['ezclip']:32}{ezclip.top1:7.1f}%{ezclip.direction:10.1f}%",
+      f"{TITLES['frame_average']:32}{average.top1:7.1f}%{average.direction:10.1f}%",
       f"{'chance':32}{chance:7.1f}%{50.0:10.1f}%",
       "top-1: over all classes. direction: the clip scores its own class above its reverse.",
       "Frame averaging encodes each frame alone and averages over time, so a clip and its reverse get",

@@ -12,6 +12,10 @@ Unlike the official loop (which drops the last partial batch), every sample coun
 exactly once: the eval loader pads the last batch and marks real rows in `mask`.
 
 One code path for one device and many: without a mesh, scoring runs on a one-device mesh.
+
+`evaluate_datasets` runs a config's evaluation: every enabled dataset, its plots and
+logged scalars, and the protocol summaries over the datasets' groups;
+`selection_dataset` names the one the best checkpoint is picked on.
 """
 
 import csv
@@ -28,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from ezclip_jax import console
+from ezclip_jax import datasets
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
 from ezclip_jax import sharding
@@ -475,3 +481,59 @@ def base_to_novel_summary(base: Sequence[EvalResult | float], novel: Sequence[Ev
   base_mean = mean_std([_top1(r) for r in base])[0]
   novel_mean = mean_std([_top1(r) for r in novel])[0]
   return {"base": base_mean, "novel": novel_mean, "hm": harmonic_mean(base_mean, novel_mean)}
+
+
+# ------------------------------------------------------------------ a config's datasets
+
+
+def evaluate_datasets(config, model: model_lib.EZCLIP, params: Any, mesh: Mesh, step: int, writer,
+                      workdir: pathlib.Path) -> dict[str, EvalResult]:
+  """Evaluates every enabled dataset of `config.data.evals` and their protocol summaries.
+
+  Logs each dataset's `EvalResult.summary()` as `eval/NAME` and each summary as
+  `protocol/GROUP` with `writer` (a `metrics.MetricWriter`) at `step`, and, on process 0,
+  writes WORKDIR/plots/confusion_NAME_STEP.png and per_class_NAME_STEP.csv and prints a
+  line for each (`console.eval_lines`).
+
+  Returns:
+    {dataset name: result}, in config order.
+  """
+  results = {}
+  specs = datasets.enabled_evals(config)
+  for name, spec in specs.items():
+    source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
+    class_names, prompts = datasets.class_prompts(spec, config.data.official_repo, model.config.context_length)
+    result = evaluate(model, {"params": params}, datasets.eval_batches(config, source, model.config), prompts.tokens,
+                      mesh=mesh)
+    writer.write_scalars(step, result.summary(), split=f"eval/{name}")
+    if jax.process_index() == 0:
+      plots = workdir / "plots"
+      save_confusion_matrix_png(
+          result.confusion, class_names, plots / f"confusion_{name}_{step}.png",
+          title=f"{spec.name or name}, step {step}: top-1 {result.top1:.1f}% of {result.num_samples} videos")
+      save_per_class_csv(result, class_names, plots / f"per_class_{name}_{step}.csv")
+    results[name] = result
+  summaries = protocol_summaries(specs, results)
+  for group, summary in summaries.items():
+    writer.write_scalars(step, summary, split=f"protocol/{group}")
+  for line in console.eval_lines(step, results, summaries):
+    console.show(line)
+  return results
+
+
+def protocol_summaries(specs: Mapping[str, Any], results: Mapping[str, EvalResult]) -> dict[str, dict]:
+  """Zero-shot mean/std over each `group` of datasets (e.g. UCF101 splits 1-3); base-to-novel
+  harmonic mean when there are `base` and `novel` groups."""
+  groups = {}
+  for name, spec in specs.items():
+    if spec.group:
+      groups.setdefault(spec.group, []).append(results[name])
+  summaries = {group: zero_shot_summary(members) for group, members in groups.items()}
+  if "base" in groups and "novel" in groups:
+    summaries["base_to_novel"] = base_to_novel_summary(groups["base"], groups["novel"])
+  return summaries
+
+
+def selection_dataset(specs: Mapping[str, Any]) -> str | None:
+  """The dataset the best checkpoint is selected on: the first with `role` val (never a test split)."""
+  return next((name for name, spec in specs.items() if spec.role == "val"), None)

@@ -421,6 +421,11 @@ class _EpochReportIterator(grain.DatasetIterator):
         "substituted" if self._what == "train" else "masked out")
     self._skipped = 0
 
+  def report_last_epoch(self) -> None:
+    """Logs the epoch that training ended inside (batches that do not divide an epoch end mid-way)."""
+    if self._examples % self._examples_per_epoch:
+      self._end_epoch()
+
   def get_state(self) -> dict:
     return {"parent": self._parent.get_state(), "examples": self._examples, "skipped": self._skipped,
             "skipped_per_epoch": list(self.skipped_per_epoch)}

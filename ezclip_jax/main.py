@@ -8,11 +8,20 @@
 fails at start-up). A workdir with checkpoints is resumed automatically. The workdir
 is a local or shared-filesystem path (every process of a multi-host run writes to it).
 Library logs (orbax on every save, grain, ...) are off; `--log_level=info` shows them.
+An error is one line on stderr (exit 1); `--verbose` shows its traceback.
+
+A second run on a workdir in use fails at once, naming the holder (WORKDIR/lock). Resuming
+with a config that differs from the saved WORKDIR/config.json fails, listing the keys that
+differ, unless `--allow_config_change`.
 
 With `--config.distributed=True`, `jax.distributed.initialize()` finds the cluster on
 TPU VMs, under Slurm and under Open MPI; elsewhere pass `--coordinator_address`,
 `--num_processes` and `--process_id` to every process.
 """
+
+import sys
+import traceback
+from collections.abc import Sequence
 
 from absl import app
 from absl import flags
@@ -22,6 +31,7 @@ from ml_collections import config_flags
 
 from ezclip_jax import console
 from ezclip_jax import demo
+from ezclip_jax import errors
 from ezclip_jax import platforms
 from ezclip_jax import train
 
@@ -33,6 +43,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for --config.distributed=True without a scheduler.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (with --coordinator_address).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, show its traceback (otherwise one line).")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False, "Resume a workdir whose saved config.json differs from this config.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -58,10 +71,30 @@ def main(argv) -> None:
   if "demo" in config:
     demo.run(config, _WORKDIR.value)
   elif _MODE.value == "train":
-    train.train_and_evaluate(config, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   else:
     train.evaluate_pretrained(config, _WORKDIR.value)
 
 
+def cli(argv: Sequence[str] | None = None) -> int:
+  """`python -m ezclip_jax.main ARGS`: its exit status; an error is one line on stderr."""
+  argv = list(sys.argv if argv is None else argv)
+  started = []
+  try:
+    app.run(lambda args: started.append(True) or main(args), argv=argv)
+  except SystemExit as e:
+    return 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+  except Exception as e:  # pylint: disable=broad-except
+    if "--verbose" in argv or (started and _VERBOSE.value):
+      traceback.print_exc()
+    if not started and isinstance(e, (AttributeError, KeyError)):
+      message = errors.config_override_error(e, argv)
+    else:
+      message = errors.one_line(e)
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+  return 0
+
+
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(cli())

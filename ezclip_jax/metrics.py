@@ -1,4 +1,4 @@
-"""Training and evaluation metrics: TensorBoard events, a JSONL log, console progress, curve plots.
+"""Training and evaluation metrics: TensorBoard events, a JSONL log, logging windows, curve plots.
 
 `MetricWriter` writes every scalar twice in the workdir:
   WORKDIR/metrics.jsonl               one `{"step", "split", "values"}` object per write; the
@@ -6,13 +6,17 @@
                                       uninterrupted run (see `truncate_after`)
   WORKDIR/tensorboard/events.out.tfevents.*   for `tensorboard --logdir WORKDIR/tensorboard`,
                                       tags `<split>/<name>`
+Training logs once per window of steps (`StepWindow`): split `train` holds the window's
+means of the loss terms and gradient/update norms and `lr`, the learning rate of its last
+update, the same in a resumed and an uninterrupted run; split `perf` holds `steps_per_sec`.
+
 The event files hold `Event` protos in TFRecord framing, both from the `tensorboard`
 package (`tensorboard.compat.proto`, `RecordWriter`), which needs no TensorFlow. Its
 `EventFileWriter` is not used: it imports TensorFlow wherever TensorFlow is installed
 (Colab), and tensorboardX imports PyTorch wherever that is.
 """
 
-import datetime
+import dataclasses
 import itertools
 import json
 import math
@@ -24,6 +28,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from absl import logging
+import jax
+import numpy as np
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.summary.writer import record_writer
@@ -123,15 +129,17 @@ class MetricWriter:
                                          for name, value in scalars.items()])
     self._write_event(event_pb2.Event(step=int(step), summary=summary))
 
-  def truncate_after(self, step: int) -> None:
+  def truncate_after(self, step: int, keep_at_step: tuple[str, ...] | None = None) -> None:
     """Forgets what a killed run logged after its last checkpoint (`step`, the restored one).
 
     Rewrites `metrics.jsonl` without records past `step` (atomically), and marks a restart
     at `step + 1` in the event files, which makes TensorBoard drop their later points.
+    `keep_at_step` (splits) also drops the other splits' records at `step` (an evaluation to redo).
     """
     if not self.enabled:
       return
-    records = [r for r in read_jsonl(self.jsonl_path) if r["step"] <= step]
+    records = [r for r in read_jsonl(self.jsonl_path) if r["step"] < step or r["step"] == step and (
+        keep_at_step is None or r["split"] in keep_at_step)]
     temporary = self.jsonl_path.with_suffix(".jsonl.tmp")
     temporary.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     os.close(self._jsonl)
@@ -156,83 +164,86 @@ class MetricWriter:
     self.close()
 
 
-# ------------------------------------------------------------------------------ progress
+# ------------------------------------------------------------------------ step windows
 
 
-def format_duration(seconds: float) -> str:
-  """`H:MM:SS`, or `?` when unknown."""
-  if not math.isfinite(seconds) or seconds < 0:
-    return "?"
-  return str(datetime.timedelta(seconds=round(seconds)))
+@dataclasses.dataclass(frozen=True)
+class WindowSummary:
+  """The steps `first_step..last_step` of one logging window.
+
+  Attributes:
+    first_step: the window's first step (1-based).
+    last_step: its last step.
+    means: {metric: mean over the window's steps}.
+    first_nonfinite: the first step with a NaN or infinite metric, None when all are finite.
+    nonfinite_values: that step's metrics.
+    steps_per_sec: timed steps per second (see `StepWindow`); None when no step was timed.
+  """
+  first_step: int
+  last_step: int
+  means: dict[str, float]
+  first_nonfinite: int | None
+  nonfinite_values: dict[str, float]
+  steps_per_sec: float | None
 
 
-class ProgressReporter:
-  """One console line per report, e.g.
-  `step 120/1000 (12.0%) | 3.21 steps/s | ETA 0:04:34 | loss 1.2345`.
+class StepWindow:
+  """Collects each step's metrics (device scalars) and reduces them once per logging window.
 
-  Reports every `every_steps` steps or `every_secs` seconds, whichever comes first, and at
-  the last step. The rate is measured from the first `update` (so the first step's
-  compilation does not count when that step is passed in) to the latest report. Plain
-  lines, so logs written to a file read as well as a terminal.
+  `add` keeps the step's metrics on the device: nothing waits for the step. `close` fetches
+  the window's metrics in one transfer, which waits for its last step, so the time between
+  two `close`s is the time its steps took. A step that compiles, or an evaluation, is kept
+  out of the rate by `restart_clock` after it.
   """
 
-  def __init__(self, total_steps: int, *, every_steps: int = 100, every_secs: float = 30.0, enabled: bool = True,
-               print_fn: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic):
-    """Sets up the reporter.
-
-    Args:
-      total_steps: the step training ends at.
-      every_steps: report at least this often in steps.
-      every_secs: report at least this often in seconds.
-      enabled: False on all processes but one.
-      print_fn: where lines go (default: `print` to stdout, flushed).
-      clock: seconds, monotonic.
-    """
-    self.total_steps = total_steps
-    self.every_steps = every_steps
-    self.every_secs = every_secs
-    self.enabled = enabled
-    self._print = print_fn or (lambda line: print(line, flush=True))
+  def __init__(self, start_step: int, clock: Callable[[], float] = time.monotonic):
+    """Starts the first window after `start_step` (0, or the step a run resumed from)."""
     self._clock = clock
-    self._start: tuple[int, float] | None = None
-    self._last_report: tuple[int, float] | None = None
+    self._first_step = start_step + 1
+    self._steps: list[Mapping[str, Any]] = []
+    self.restart_clock(start_step)
+    self.timed_steps, self.timed_seconds = 0, 0.0
 
-  def update(self, step: int, loss: Any = None) -> str | None:
-    """Notes that `step` is done; prints and returns a line when one is due.
+  def restart_clock(self, step: int) -> None:
+    """Times the window's steps after `step` only (call it once `step` has finished)."""
+    self._clock_start = (step, self._clock())
 
-    Args:
-      step: steps done so far.
-      loss: the latest loss (a jax scalar is only fetched when a line is printed).
+  @property
+  def pending_steps(self) -> int:
+    """Steps added since the window opened."""
+    return len(self._steps)
 
-    Returns:
-      The printed line, or None.
-    """
-    if not self.enabled:
-      return None
+  def add(self, step_metrics: Mapping[str, Any]) -> None:
+    """Adds the next step's metrics ({name: scalar}, device arrays or numbers)."""
+    self._steps.append(step_metrics)
+
+  def close(self) -> WindowSummary:
+    """Ends the window; the next one starts after its last step."""
+    if not self._steps:
+      raise ValueError("StepWindow.close: the window has no steps.")
+    fetched = jax.device_get(self._steps)
     now = self._clock()
-    if self._start is None:
-      self._start = self._last_report = (step, now)
-      return None
-    last_step, last_time = self._last_report
-    due = (step - last_step >= self.every_steps or now - last_time >= self.every_secs
-           or step >= self.total_steps)
-    if not due or step == last_step:
-      return None
-    self._last_report = (step, now)
-    line = self.format_line(step, now, loss)
-    self._print(line)
-    return line
+    first, last = self._first_step, self._first_step + len(fetched) - 1
+    values = {name: np.array([float(m[name]) for m in fetched], np.float64) for name in fetched[0]}
+    finite = np.all([np.isfinite(v) for v in values.values()], axis=0)
+    bad = None if finite.all() else int(np.argmin(finite))
+    clock_step, clock_time = self._clock_start
+    timed, seconds = last - clock_step, now - clock_time
+    rate = None
+    if timed > 0 and seconds > 0:
+      rate = timed / seconds
+      self.timed_steps, self.timed_seconds = self.timed_steps + timed, self.timed_seconds + seconds
+    self._first_step, self._steps = last + 1, []
+    self.restart_clock(last)
+    return WindowSummary(first, last, {name: float(v.mean()) for name, v in values.items()},
+                         None if bad is None else first + bad,
+                         {} if bad is None else {name: float(v[bad]) for name, v in values.items()}, rate)
 
-  def format_line(self, step: int, now: float, loss: Any = None) -> str:
-    start_step, start_time = self._start
-    elapsed = now - start_time
-    rate = (step - start_step) / elapsed if elapsed > 0 else math.nan
-    eta = (self.total_steps - step) / rate if rate > 0 else math.nan
-    parts = [f"step {step}/{self.total_steps} ({100.0 * step / self.total_steps:.1f}%)",
-             f"{rate:.2f} steps/s", f"ETA {format_duration(eta)}"]
-    if loss is not None:
-      parts.append(f"loss {float(loss):.4f}")
-    return " | ".join(parts)
+  def eta_seconds(self, remaining_steps: int) -> float:
+    """Seconds the remaining steps take at the mean timed rate so far (NaN before any)."""
+    if not self.timed_steps:
+      return math.nan
+    return remaining_steps * self.timed_seconds / self.timed_steps
 
 
 # -------------------------------------------------------------------------------- curves

@@ -101,6 +101,13 @@ def scale_subtree(name: str, factor: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def make_schedule(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int,
+                  steps_per_epoch: int = 0) -> optax.Schedule:
+  """The learning rate of each optimizer update that `make_optimizer` applies (same arguments)."""
+  return learning_rate_schedule(config.lr, warmup_steps, total_steps, staircase_every=config.lr_staircase_every,
+                                steps_per_epoch=steps_per_epoch)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, warmup_steps: int,
                    steps_per_epoch: int = 0) -> optax.GradientTransformation:
   """AdamW over the trainable tree.
@@ -115,9 +122,8 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int, warmup_s
   Returns:
     The optax transformation.
   """
-  schedule = learning_rate_schedule(config.lr, warmup_steps, total_steps, staircase_every=config.lr_staircase_every,
-                                    steps_per_epoch=steps_per_epoch)
-  tx = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
+  tx = optax.adamw(make_schedule(config, total_steps, warmup_steps, steps_per_epoch), b1=config.b1, b2=config.b2,
+                   eps=config.eps, weight_decay=config.weight_decay)
   if config.visual_lr_ratio != 1.0:
     tx = optax.chain(tx, scale_subtree("visual", config.visual_lr_ratio))
   if config.clip_norm:

@@ -49,6 +49,7 @@ from ezclip_jax import platforms
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
 from ezclip_jax import text_prompts
+from ezclip_jax import train
 
 GIB = 2**30
 # The eval step scores each batch against every class text: 16 templates x 400 classes
@@ -176,18 +177,17 @@ def make_target(topology: str | None, hbm_gib: float | None = None) -> Target:
 
 
 def model_config(config: ml_collections.ConfigDict, platform: str) -> model_lib.ModelConfig:
-  """The architecture training builds from `config` (see `train.initial_params`), no weights read."""
-  overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "remat")}
-  overrides["dtype"] = model_lib.resolve_dtype(config.model.dtype, platform)
+  """The architecture training builds from `config` (`train.model_config`), no weights read."""
+  pretrained = None
   if config.model.pretrained:
     directory = pathlib.Path(config.model.pretrained)
     if (directory / checkpoint.BACKBONE_DIR).is_dir():
       directory = directory / checkpoint.BACKBONE_DIR
-    return dataclasses.replace(checkpoint.load_config(directory), **overrides)
-  if config.model.arch not in model_lib.ARCHITECTURES:
-    raise PlanError(f"model.arch={config.model.arch!r}; expected one of {sorted(model_lib.ARCHITECTURES)}")
-  return dataclasses.replace(model_lib.ARCHITECTURES[config.model.arch], num_frames=config.model.num_frames,
-                             use_prompts=config.model.use_prompts, t_adapter=config.model.t_adapter, **overrides)
+    pretrained = checkpoint.load_config(directory)
+  try:
+    return train.model_config(config, platform, pretrained)
+  except ValueError as e:
+    raise PlanError(str(e)) from e
 
 
 def trainable_paths(cfg: model_lib.ModelConfig, patterns: Sequence[str]) -> frozenset[str]:

@@ -12,6 +12,8 @@ from ml_collections import config_flags
 from configs import common
 from data import synthetic
 from data import tfds_builders
+from ezclip_jax import datasets
+from ezclip_jax import evaluate
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
 from ezclip_jax import sharding
@@ -324,7 +326,7 @@ def official_repo(tmp_path_factory):
 @pytest.mark.parametrize("file,arg", CASES)
 def test_check_paths_on_the_official_repo_layout(file, arg, official_repo):
   config = load(file, arg, f"--config.data.official_repo={official_repo}")
-  train.check_paths(config)
+  datasets.check_paths(config)
   referenced = {spec[field] for spec in specs(config).values()
                 for field in ("list_file", "labels_csv", "descriptions") if spec[field]}
   assert referenced
@@ -333,7 +335,7 @@ def test_check_paths_on_the_official_repo_layout(file, arg, official_repo):
     path.rename(path.with_name(path.name + ".gone"))
     try:
       with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
-        train.check_paths(config)
+        datasets.check_paths(config)
     finally:
       path.with_name(path.name + ".gone").rename(path)
 
@@ -348,14 +350,14 @@ def test_split_placeholders_are_enabled_from_the_command_line(name, builder, off
       assert (spec.kind, spec.list_file, spec.role, spec.group) == ("list", "", "test", name)
       assert spec.labels_csv == config.data.evals[f"{name}_split1"].labels_csv
       assert (spec.tfds_name, spec.tfds_split) == (f"{builder.name}/split{number}", "test")
-    train.check_paths(config)  # placeholders need nothing
+    datasets.check_paths(config)  # placeholders need nothing
     own_list = tmp_path / f"{name}_split2_test.txt"
     config = load(file, arg, f"--config.data.official_repo={official_repo}",
                   f"--config.data.evals.{name}_split2.list_file={own_list}")
     with pytest.raises(FileNotFoundError, match=re.escape(f"data.evals.{name}_split2.list_file={own_list}")):
-      train.check_paths(config)
+      datasets.check_paths(config)
     own_list.touch()
-    train.check_paths(config)
+    datasets.check_paths(config)
     own_list.unlink()
     config = load(file, arg, f"--config.data.evals.{name}_split3.kind=tfds")
     assert config.data.evals[f"{name}_split3"].tfds_name == f"ezclip_{name}/split3"
@@ -386,11 +388,11 @@ def test_placeholders_are_skipped_by_evaluation(tmp_path):
   config = load("zero_shot_eval.py", "ucf101", f"{split1}list_file={data.frames_list}",
                 f"{split1}labels_csv={data.labels_csv}", f"{split1}descriptions=", "--config.data.num_workers=0",
                 "--config.model.arch=tiny", "--config.model.num_frames=4", "--config.data.eval_batch_size=4")
-  train.check_paths(config)
+  datasets.check_paths(config)
   model_config, params = train.initial_params(config)
   writer = metrics.MetricWriter(tmp_path / "run", enabled=True)
-  top1 = train.run_evals(config, model_lib.EZCLIP(model_config), params, sharding.make_mesh(config.mesh_shape),
-                         model_config, 0, writer, tmp_path / "run")
+  top1 = evaluate.evaluate_datasets(config, model_lib.EZCLIP(model_config), params,
+                                    sharding.make_mesh(config.mesh_shape), 0, writer, tmp_path / "run")
   writer.close()
   assert list(top1) == ["ucf101_split1"]
   records = {r["split"]: r["values"] for r in metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl")}
@@ -407,12 +409,12 @@ def test_video_folder_config_shares_its_labels_and_needs_its_folders(tmp_path):
     assert (spec.kind, spec.labels_csv, spec.descriptions) == ("video_folder", str(labels), "/no/descriptions.csv")
   assert (config.data.train.role, config.data.evals.val.role) == ("train", "val")
   with pytest.raises(FileNotFoundError, match=r"data\.train\.root \(empty; kind=video_folder"):
-    train.check_paths(config, training=True)
+    datasets.check_paths(config, training=True)
   train_dir, val_dir = tmp_path / "train", tmp_path / "val"
   train_dir.mkdir()
   config = load("video_folder.py", "", f"--config.labels_csv={labels}", f"--config.data.train.root={train_dir}",
                 f"--config.data.evals.val.root={val_dir}")
   with pytest.raises(FileNotFoundError, match=re.escape(f"data.evals.val.root={val_dir}")):
-    train.check_paths(config, training=True)
+    datasets.check_paths(config, training=True)
   val_dir.mkdir()
-  train.check_paths(config, training=True)
+  datasets.check_paths(config, training=True)

@@ -12,6 +12,7 @@ import torch
 from convert import flax_to_torch
 from convert import torch_model
 from convert import torch_to_flax
+from convert import torchscript
 from ezclip_jax import checkpoint
 from ezclip_jax import load_pretrained
 from tests import references
@@ -94,6 +95,81 @@ def test_every_input_format_gives_the_same_params(tmp_path, fmt):
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+class _ScriptableBlock(torch.nn.Module):
+  """A CLIP residual block as torch.jit.script compiles it: its attn_mask is a plain attribute, not a buffer."""
+
+  def __init__(self):
+    super().__init__()
+    self.attn = torch.nn.MultiheadAttention(8, 2)
+    self.ln_1 = torch.nn.LayerNorm(8)
+    self.attn_mask = torch.full((3, 3), -math.inf).triu(1)
+    self.register_buffer("scale", torch.tensor(2.0))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    y = self.ln_1(x)
+    return x + self.attn(y, y, y, need_weights=False, attn_mask=self.attn_mask)[0] * self.scale
+
+
+class _SideEffect(torch.nn.Module):
+
+  def __init__(self):
+    super().__init__()
+    self.weight = torch.nn.Parameter(torch.ones(2))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return x * self.weight
+
+  @torch.jit.export
+  def __getstate__(self) -> tuple[torch.Tensor, bool]:
+    return (self.weight, self.training)
+
+  @torch.jit.export
+  def __setstate__(self, state: tuple[torch.Tensor, bool]) -> None:
+    print("CODE RAN AT LOAD TIME")
+    self.weight = state[0]
+    self.training = state[1]
+
+
+def test_torchscript_tensors_are_read_exactly_without_running_code(tmp_path):
+  module = torch.nn.Sequential(_ScriptableBlock(), _ScriptableBlock())
+  torch.nn.init.normal_(module[1].attn.in_proj_bias)
+  torch.jit.script(module).save(str(tmp_path / "scripted.pt"))
+  got = torchscript.read_state_dict(tmp_path / "scripted.pt")
+  want = module.state_dict()
+  assert list(got) == list(want)
+  for key, value in want.items():
+    assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+
+
+def test_torchscript_with_a_setstate_side_effect_is_refused_before_it_runs(tmp_path, capfd):
+  path = tmp_path / "evil.pt"
+  torch.jit.script(_SideEffect()).save(str(path))
+  torch.jit.load(str(path))  # what torch would do: the side effect is real and visible here
+  assert "CODE RAN AT LOAD TIME" in capfd.readouterr().out
+  assert _convert(path, tmp_path / "out") == 2
+  out, err = capfd.readouterr()
+  assert "CODE RAN" not in out + err
+  assert err == (f"error: {path}: refused: TorchScript class __torch__.{_SideEffect.__module__}._SideEffect "
+                 "defines __setstate__, code that would run on loading; export its weights as a state dict "
+                 "(torch.save(model.state_dict(), ...))\n")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.pt"]
+
+
+class _Payload:
+
+  def __reduce__(self):
+    return (os.remove, ("never-removed",))
+
+
+def test_a_pickle_payload_is_refused_without_torchs_weights_only_advice(tmp_path, capsys):
+  torch.save({"weight": torch.zeros(2), "payload": _Payload()}, tmp_path / "payload.pt")
+  assert _convert(tmp_path / "payload.pt", tmp_path / "out") == 2
+  assert _error_line(capsys) == (f"error: {tmp_path / 'payload.pt'}: refused: it holds Python objects besides "
+                                 "tensors (unsupported GLOBAL posix.remove); only tensors are read from "
+                                 "checkpoint files")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["payload.pt"]
+
+
 def test_backbone_only_clip_gets_the_official_initialisation(tmp_path):
   state = references.random_ezclip_state(TINY, seed=2)
   backbone = {k: v for k, v in state.items()
@@ -165,6 +241,32 @@ def test_existing_destination_needs_overwrite(tmp_path, capsys):
   assert "already exists" in _error_line(capsys)
   assert _convert(tmp_path / "in.pt", tmp_path / "out", "--overwrite") == 0
   assert (tmp_path / "out" / checkpoint.CONFIG_FILE).is_file()
+
+
+def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path, capsys):
+  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
+  capsys.readouterr()
+  out = tmp_path / "out.pt"
+  out.write_bytes(b"someone's file")
+  assert flax_to_torch.main([str(tmp_path / "flax"), str(out)]) == 2
+  assert _error_line(capsys) == f"error: {out} already exists; pass --overwrite to replace it"
+  assert out.read_bytes() == b"someone's file"
+  (tmp_path / "folder").mkdir()
+  assert flax_to_torch.main([str(tmp_path / "flax"), str(tmp_path / "folder")]) == 2
+  assert _error_line(capsys) == (f"error: {tmp_path / 'folder'} is a directory; give the .pt file to write, "
+                                 f"e.g. {tmp_path / 'folder' / 'model.pt'}")
+  assert not any((tmp_path / "folder").iterdir())
+  assert flax_to_torch.main([str(tmp_path / "flax"), str(out), "--overwrite"]) == 0
+  assert len(torch.load(out, weights_only=True)["model_state_dict"]) == len(references.random_ezclip_state(TINY))
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "folder", "in.pt", "out.pt"]
+
+
+def test_a_read_only_destination_fails_before_converting(tmp_path, capsys, monkeypatch):
+  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  monkeypatch.setattr(torch_to_flax, "load_state_dict", lambda *a: pytest.fail("read SRC before checking DST"))
+  assert _convert(tmp_path / "in.pt", "/proc/ezclip-out") == 2
+  assert _error_line(capsys) == "error: /proc/ezclip-out: cannot write in /proc (No such file or directory)"
 
 
 def test_failed_write_leaves_no_destination(tmp_path, monkeypatch):

@@ -122,10 +122,42 @@ def test_corrupt_video_is_reported_by_name(tmp_path, motion, capsys):
   assert len(names) == 6 and "broken" not in names
 
 
-def test_bad_list_line_names_the_line(tmp_path, motion):
+def test_bad_list_line_names_the_line(tmp_path, motion, capsys):
   bad = tmp_path / "videos.txt"
   bad.write_text(motion.video_list.read_text() + "videos/x.mp4 7\n")
-  with pytest.raises(ValueError, match=re.escape(f"{bad}:{len(CLASSES) * 2 + 1}: expected 'path label' with 0 <= "
-                                                 "label < 3")):
-    extract_frames.main([str(tmp_path), str(tmp_path / "frames"), "--list", str(tmp_path / "l.txt"),
-                         "--videos", str(bad), "--labels", str(motion.labels_csv)])
+  assert extract_frames.main([str(tmp_path), str(tmp_path / "frames"), "--list", str(tmp_path / "l.txt"),
+                              "--videos", str(bad), "--labels", str(motion.labels_csv)]) == 2
+  assert capsys.readouterr().err == (f"error: {bad}:{len(CLASSES) * 2 + 1}: expected 'path label' with 0 <= label "
+                                     f"< 3 (the classes of {motion.labels_csv}), got 'videos/x.mp4 7'\n")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["videos.txt"]
+
+
+def _snapshot(root) -> dict[str, bytes]:
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_output_into_the_input_folder_changes_no_existing_file(tmp_path, motion, capsys):
+  videos = tmp_path / "V"
+  shutil.copytree(motion.root / "videos", videos)
+  (videos / "moving_up" / "notes.txt").write_text("my notes")
+  # Its frame folder would be V/moving_up: the class folder holding it and another video.
+  shutil.copy(videos / "moving_down" / "moving_down_0000.mp4", videos / "moving_down" / "moving_up.mp4")
+  before = _snapshot(videos)
+  args = [str(videos), str(videos), "--list", str(videos / "list.txt"), "--workers", "1"]
+  assert extract_frames.main(args) == 2
+  err = capsys.readouterr().err
+  assert err.endswith(f"error: {videos / 'moving_up'} (holding moving_up_0000.mp4, moving_up_0001.mp4, notes.txt, "
+                      "...) already exist and were not written by data.extract_frames; nothing was changed: choose "
+                      "another OUT_ROOT or --list, or move them away\n"), err
+  assert _snapshot(videos) == before
+  (videos / "moving_down" / "moving_up.mp4").unlink()
+  del before["moving_down/moving_up.mp4"]
+  for _ in range(2):  # a rerun replaces only what the first run wrote
+    assert extract_frames.main(args) == 0
+    after = _snapshot(videos)
+    assert {k: after[k] for k in before} == before
+    assert len(_parse_list(videos / "list.txt")) == 6
+  (videos / "moving_up_0000" / "mine.txt").write_text("added later")
+  assert extract_frames.main(args) == 2
+  assert "moving_up_0000 (holding img_00001.jpg" in capsys.readouterr().err
+  assert (videos / "moving_up_0000" / "mine.txt").read_text() == "added later"

@@ -359,6 +359,25 @@ def test_unreadable_videos_and_skipping_in_training(dataset, tmp_path, caplog):
   assert "train epoch 1: 2 bad samples skipped (substituted)" in caplog.text
 
 
+def test_the_epoch_training_ends_inside_reports_its_skipped_count(dataset, tmp_path, caplog):
+  lines = dataset.video_list.read_text().splitlines()
+  for i in range(0, NUM_VIDEOS, 3):  # a bad video in every stretch, so both epochs see some
+    (tmp_path / f"bad{i}.mp4").write_bytes(b"")
+    lines[i] = f"{tmp_path / f'bad{i}.mp4'} 0"
+  (tmp_path / "videos.txt").write_text("\n".join(lines) + "\n")
+  source = input_pipeline.ListSource(tmp_path / "videos.txt", dataset.labels_csv, media="video")
+  # 24 videos in batches of 5: training steps 4 per epoch, so its 8 steps end 16 videos into epoch 2.
+  iterator = iter(input_pipeline.train_dataset(source, global_batch_size=5, seed=0, skip_bad=True,
+                                               shard_options=NO_SHARDING, **SMALL))
+  with caplog.at_level(logging.WARNING):
+    batches = _take(iterator, 8)
+    iterator.report_last_epoch()
+  skipped = [int(b["skipped"].sum()) for b in batches]
+  first, second = sum(skipped[:5]), sum(skipped[5:])  # the 5th batch crosses into epoch 2
+  assert second > 0 and iterator.skipped_per_epoch == [first, second]
+  assert f"train epoch 2: {second} bad samples skipped (substituted)." in caplog.text
+
+
 def test_train_without_colour_jitter(frames_source):
   kwargs = dict(global_batch_size=5, num_epochs=1, seed=3, shard_options=NO_SHARDING, **SMALL)
   plain = next(iter(input_pipeline.train_dataset(frames_source, color=False, **kwargs)))

@@ -1,8 +1,13 @@
-"""Metric logging: TensorBoard events read back, JSONL truncation on resume, progress lines, curves."""
+"""Metric logging: TensorBoard events read back, JSONL truncation on resume, step windows, curves."""
 
+import dataclasses
+import math
 import subprocess
 import sys
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,7 +15,11 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.compat.proto import event_pb2
 
+from configs import common
 from ezclip_jax import metrics
+from ezclip_jax import step as step_lib
+from ezclip_jax import synthetic
+from ezclip_jax import train
 
 
 def _events(workdir):
@@ -131,25 +140,34 @@ class _Clock:
     return self.now
 
 
-def test_progress_lines():
-  clock, lines = _Clock(), []
-  reporter = metrics.ProgressReporter(1000, every_steps=100, every_secs=60.0, print_fn=lines.append, clock=clock)
-  assert reporter.update(0) is None  # the reference point
-  clock.now = 10.0
-  assert reporter.update(50, loss=3.0) is None
-  clock.now = 20.0
-  # 100 steps in 20 s: 5 steps/s; 900 steps to go: 180 s.
-  line = reporter.update(100, loss=np.float32(1.23456))
-  assert line == "step 100/1000 (10.0%) | 5.00 steps/s | ETA 0:03:00 | loss 1.2346"
-  clock.now = 81.0  # 61 s since the last line: due by time
-  assert reporter.update(150) == "step 150/1000 (15.0%) | 1.85 steps/s | ETA 0:07:39"
-  clock.now = 500.0
-  assert reporter.update(1000, loss=0.5) == "step 1000/1000 (100.0%) | 2.00 steps/s | ETA 0:00:00 | loss 0.5000"
-  assert len(lines) == 3
-  silent = metrics.ProgressReporter(10, every_steps=1, enabled=False, print_fn=lines.append, clock=clock)
-  silent.update(0)
-  silent.update(10)
-  assert len(lines) == 3
+def test_step_window_means_rate_and_first_nonfinite_step():
+  clock = _Clock()
+  window = metrics.StepWindow(10, clock=clock)  # resumed after step 10
+  losses = [4.0, 2.0, 3.0]
+  for loss in losses:
+    window.add({"loss": jnp.float32(loss), "grad_norm": np.float32(2 * loss)})
+  clock.now = 1.5
+  window.restart_clock(11)  # step 11 compiled: only steps 12 and 13 are timed
+  clock.now = 2.5
+  summary = window.close()
+  assert (summary.first_step, summary.last_step) == (11, 13)
+  assert summary.means == {"loss": 3.0, "grad_norm": 6.0}
+  assert summary.first_nonfinite is None and summary.steps_per_sec == 2.0  # 2 steps in 1 s
+  assert window.eta_seconds(10) == 5.0
+  # The next window starts after step 13, timed from its close.
+  for loss in (1.0, np.inf, np.nan):
+    window.add({"loss": loss, "grad_norm": 1.0})
+  clock.now = 4.0
+  summary = window.close()
+  assert (summary.first_step, summary.last_step, summary.first_nonfinite) == (14, 16, 15)
+  assert summary.nonfinite_values == {"loss": np.inf, "grad_norm": 1.0}
+  assert summary.steps_per_sec == 2.0  # 3 steps in 1.5 s
+  assert window.eta_seconds(10) == pytest.approx(10 * 2.5 / 5)
+  window.add({"loss": 1.0})
+  window.restart_clock(17)  # a window whose only step compiled has no rate
+  assert window.close().steps_per_sec is None
+  with pytest.raises(ValueError, match="no steps"):
+    window.close()
 
 
 def test_plot_curves(tmp_path):
@@ -189,3 +207,47 @@ def test_curves_y_ranges(tmp_path):
 
   assert vertical_spread(slice(330, 560)) > 60  # steps 21-39: losses 1.5 to 1.05 of a 0-2.1 range
   assert vertical_spread(slice(700, 1150)) < 30  # 49% to 51% of a -2-102% range
+
+
+def test_training_logs_window_means_lr_and_steps_per_sec(tmp_path, monkeypatch):
+  """6 steps logged every 3: each train record is the mean of its 3 steps' metrics, which the
+  test takes from the jitted step itself, and the lr is the warmup-cosine formula's."""
+  data = synthetic.make_dataset(tmp_path / "data", videos_per_class=4, num_frames=4, height=32, width=32,
+                                classes=("moving_left", "moving_right", "growing", "shrinking"))
+  config = common.get_config()
+  config.model.arch, config.model.num_frames = "tiny", 4
+  config.data.train = common.dataset(name="train", list_file=str(data.frames_list), labels_csv=str(data.labels_csv))
+  config.data.batch_size, config.data.num_workers, config.data.color_jitter = 8, 0, False
+  config.optim.lr, config.optim.warmup_epochs = 1e-3, 1  # 2 steps per epoch: 2 warmup steps of 6
+  config.train.update(epochs=3, log_every_steps=3, checkpoint_every_steps=100)
+  per_step = []
+  create = step_lib.create_train_step
+
+  def spying_create(*args, **kwargs):
+    built = create(*args, **kwargs)
+
+    def step(state, batch):
+      state, step_metrics = built.step(state, batch)
+      per_step.append(jax.device_get(step_metrics))
+      return state, step_metrics
+
+    return dataclasses.replace(built, step=step)
+
+  monkeypatch.setattr(step_lib, "create_train_step", spying_create)
+  began = time.monotonic()
+  train.train_and_evaluate(config, tmp_path / "run")
+  wall = time.monotonic() - began
+  records = metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl")
+  logged = {r["step"]: r["values"] for r in records if r["split"] == "train"}
+  assert len(per_step) == 6 and sorted(logged) == [3, 6]
+  for step, values in logged.items():
+    window = per_step[step - 3:step]
+    for name in ("loss", "kl_loss", "motion_loss", "grad_norm", "update_norm"):
+      assert values[name] == pytest.approx(np.mean([float(m[name]) for m in window]), rel=1e-6), (step, name)
+  # The lr of the step's last update (update u = step - 1): warmup 0 -> 1e-3 over 2 updates, cosine to 0 at 6.
+  assert logged[3]["lr"] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 0 / 4)) / 2)
+  assert logged[6]["lr"] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 3 / 4)) / 2)
+  rates = {r["step"]: r["values"]["steps_per_sec"] for r in records if r["split"] == "perf"}
+  assert sorted(rates) == [3, 6] and all(rate > 0 for rate in rates.values())
+  # Timed: steps 2-3 (step 1 compiles) and 4-6; together they took less than the whole run.
+  assert 2 / rates[3] + 3 / rates[6] < wall

@@ -250,3 +250,24 @@ def test_something_something_v2_splits(tmp_path, motion):
                                                   "Pushing something from left to right"]
   assert _labels_by_id(builder, "train") == {"11": 1, "12": 0}
   assert _labels_by_id(builder, "validation") == {"13": 0}
+
+
+def _last_line(capsys) -> str:
+  return capsys.readouterr().out.splitlines()[-1]
+
+
+def test_command_line_says_whether_it_built_reused_or_rebuilt(tmp_path, motion, capsys):
+  manual = _video_list_dir(tmp_path, motion)
+  args = ["ezclip_video_list/default", "--manual_dir", str(manual), "--data_dir", str(tmp_path / "tfds")]
+  assert tfds_builders.main(args) == 0
+  data_dir = tmp_path / "tfds" / "ezclip_video_list" / "default" / "1.0.0"
+  assert _last_line(capsys) == f"Built ezclip_video_list/default/1.0.0 in {data_dir}: train 8"
+  built = {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()}
+  (manual / "train.txt").write_text("".join(motion.video_list.read_text().splitlines(keepends=True)[:3]))
+  assert tfds_builders.main(args) == 0
+  assert _last_line(capsys) == (f"Reused the existing build of ezclip_video_list/default/1.0.0 in {data_dir} "
+                                f"(train 8); {manual} was not read. Pass --rebuild to build it again from there.")
+  assert {p: p.read_bytes() for p in data_dir.rglob("*") if p.is_file()} == built
+  assert tfds_builders.main(args + ["--rebuild"]) == 0
+  assert _last_line(capsys) == f"Rebuilt ezclip_video_list/default/1.0.0 in {data_dir}: train 3"
+  assert len(tfds_source.TfdsVideoSource("ezclip_video_list/default", "train", tmp_path / "tfds")) == 3
