@@ -473,7 +473,9 @@ def check_search(argv, out, env):
   if "--json" in argv:
     assert {p["label"] for row in json.loads(out) for p in row["predictions"]} <= set(_class_names(argv))
   else:
-    assert len(out.splitlines()) == 1 + int(_value(argv, "--top-k")), out
+    from ezclip_jax import embed  # pylint: disable=import-outside-toplevel
+    indexed = len(embed.read_manifest(_positional(argv)[0]))
+    assert len(out.splitlines()) == 1 + min(int(_value(argv, "--top-k")), indexed), out
 
 
 def check_visualize(argv, out, env):
