@@ -4,8 +4,8 @@
 
 Writes a synthetic H.264 video (640x360, 25 fps, a moving rectangle over a textured
 background, a keyframe every 2 s), then scores 4 s windows every 2 s with random-init models
-(`predict.timelines`, the same code as the command; 2 random class texts). A 10 s video runs
-first so that compilation is not timed. "decode" is reading, converting, resizing and cropping
+(`predict.timelines`, the same code as the command; 2 random class texts). The video is scored
+once untimed first, so that compilation (of every batch shape) is not timed. "decode" is reading, converting, resizing and cropping
 the frames the windows need; "model" is the jitted video tower and scoring.
 """
 
@@ -41,13 +41,12 @@ def write_video(path: pathlib.Path, seconds: int, fps: int = 25, width: int = 64
     container.mux(stream.encode())
 
 
-def bench(arch: str, videos: tuple[pathlib.Path, pathlib.Path], batch_size: int) -> str:
+def bench(arch: str, video: pathlib.Path, batch_size: int) -> str:
   config = dataclasses.replace(model_lib.ARCHITECTURES[arch], num_frames=8)
   model = model_lib.EZCLIP(config)
   variables = model_lib.init_variables(config, jax.random.key(0))
   texts = np.random.default_rng(0).standard_normal((1, 2, config.embed_dim)).astype(np.float32)
-  warmup, video = videos
-  predict.timelines(model, variables, [str(warmup)], ("a", "b"), texts, batch_size=batch_size)
+  predict.timelines(model, variables, [str(video)], ("a", "b"), texts, batch_size=batch_size)
   timing = windows.Timing()
   start = time.perf_counter()
   predict.timelines(model, variables, [str(video)], ("a", "b"), texts, batch_size=batch_size, timing=timing)
@@ -64,15 +63,14 @@ def main() -> None:
   parser.add_argument("--batch-size", type=int, default=8, help="windows per model call")
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
-    warmup, video = pathlib.Path(tmp) / "warmup.mp4", pathlib.Path(tmp) / "video.mp4"
-    write_video(warmup, 10)
+    video = pathlib.Path(tmp) / "video.mp4"
     write_video(video, args.seconds)
     print(f"{args.seconds} s of 640x360 H.264 at 25 fps, 4 s windows every 2 s, batch {args.batch_size}, "
           f"{jax.devices()[0].platform}")
     print(f"{'model':<10} {'T x S':<6} {'windows':>7} {'total s':>8} {'windows/s':>10} {'decode s':>15} "
           f"{'model s':>15}")
     for arch in args.archs.split(","):
-      print(bench(arch, (warmup, video), args.batch_size), flush=True)
+      print(bench(arch, video, args.batch_size), flush=True)
 
 
 if __name__ == "__main__":
