@@ -203,8 +203,9 @@ def test_text_features_are_cached_and_reused(ckpt, media, tmp_path, capsys):
   code, out, err = _run(capsys, "--json", *args)
   assert f"class text features read from {files[0]}" in err
   second = _as_dict(json.loads(out)[0])
-  assert second["archery"] == pytest.approx(first["juggling"], abs=1e-6)
-  assert second["juggling"] == pytest.approx(first["archery"], abs=1e-6)
+  # (1e-5: the class order changes the matmuls' summation order a little.)
+  assert second["archery"] == pytest.approx(first["juggling"], abs=1e-5)
+  assert second["juggling"] == pytest.approx(first["archery"], abs=1e-5)
   assert len(list((cache / "text_features").iterdir())) == 1
 
   # Other labels, or another text tower, get their own entries; the EZCLIP_JAX_CACHE default is honoured.
