@@ -3,10 +3,9 @@
 import importlib.util
 import json
 import math
-import os
 import pathlib
+import re
 
-import jax
 import numpy as np
 import pytest
 
@@ -14,9 +13,9 @@ from configs import common
 from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import input_pipeline
-from ezclip_jax import load_pretrained
 from ezclip_jax import metrics
 from ezclip_jax import train
+from tests import references
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ("moving_left", "moving_right", "growing", "shrinking")
@@ -67,13 +66,6 @@ def _config(dataset, tmp_path, **train_overrides):
   return config
 
 
-def _trainable(workdir):
-  _, variables = load_pretrained(workdir)
-  return jax.tree.leaves(variables["params"])
-
-
-def _train_records(workdir):
-  return [r for r in metrics.read_jsonl(pathlib.Path(workdir) / "metrics.jsonl") if r["split"] == "train"]
 
 
 def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, monkeypatch):
@@ -95,20 +87,21 @@ def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_pat
   assert manager.latest_step() == 2
   train.train_and_evaluate(config, tmp_path / "run")
   train.train_and_evaluate(config, tmp_path / "straight")
-  assert _train_records(tmp_path / "run") == _train_records(tmp_path / "straight")
-  for a, b in zip(_trainable(tmp_path / "run"), _trainable(tmp_path / "straight")):
+  assert references.train_records(tmp_path / "run") == references.train_records(tmp_path / "straight")
+  for a, b in zip(references.trained_params(tmp_path / "run"), references.trained_params(tmp_path / "straight")):
     np.testing.assert_array_equal(a, b)
 
 
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(dataset, tmp_path, capsys):
   train.train_and_evaluate(_config(dataset, tmp_path, epochs=2), tmp_path / "run")  # checkpoints at 2, 4
-  good = _trainable(tmp_path / "run")
+  good = references.trained_params(tmp_path / "run")
   config = _config(dataset, tmp_path, epochs=4)
   config.optim.lr = math.nan
   with pytest.raises(train.NonFiniteLossError, match="step 5"):
     train.train_and_evaluate(config, tmp_path / "run", allow_config_change=True)
+  assert "\nresumed from step 4 of 8; compiling the train step... " in capsys.readouterr().out
   assert checkpoint.checkpoint_manager(tmp_path / "run", keep=3).latest_step() == 4
-  after = _trainable(tmp_path / "run")
+  after = references.trained_params(tmp_path / "run")
   for a, b in zip(after, good):
     assert np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
@@ -123,7 +116,7 @@ def test_missing_paths_fail_before_compiling(dataset, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, tmp_path):
+def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, tmp_path, capsys):
   config = _config(dataset, tmp_path, epochs=2, eval_every_epochs=1)
   eval_spec = dict(list_file=str(dataset.frames_list), labels_csv=str(dataset.labels_csv))
   config.data.evals = {"val": common.dataset(name="val", role="val", **eval_spec),
@@ -133,6 +126,12 @@ def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, 
   assert best["step"] in (2, 4) and best["val/top1"] == pytest.approx(
       max(r["values"]["top1"] for r in metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl")
           if r["split"] == "eval/val"))
+  # The console: a line per dataset and evaluation with its logged top-1, and where the best is.
+  out = capsys.readouterr().out
+  printed = re.findall(r"^eval step (\d+) \| (\w+): top-1 ([\d.]+)%", out, re.M)
+  assert printed == [(str(r["step"]), r["split"][5:], f"{r['values']['top1']:.2f}") for r in
+                     metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"].startswith("eval/")]
+  assert printed and f"best checkpoint {tmp_path / 'run' / 'best'} (step {best['step']}, val/top1 " in out
   assert (tmp_path / "run" / "plots" / "confusion_val_4.png").is_file()
   assert (tmp_path / "run" / "plots" / "curves.png").is_file()
   # --mode eval on the workdir scores its best checkpoint.

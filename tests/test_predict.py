@@ -13,7 +13,6 @@ import pathlib
 import subprocess
 import sys
 
-import av
 import jax
 import numpy as np
 import pytest
@@ -26,12 +25,11 @@ from ezclip_jax import model as model_lib
 from ezclip_jax import predict
 from ezclip_jax import text_prompts
 from ezclip_jax import tokenizer
+from tests.references import CLIP_MEAN, CLIP_STD, decoded_frames, eval_clip
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = dataclasses.replace(model_lib.TINY, num_frames=4)
 LABELS = ("archery", "juggling", "playing_guitar")
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
 
 
 def _perturbed(params, seed: int, keep=lambda path: False):
@@ -71,30 +69,6 @@ def media(tmp_path_factory) -> pathlib.Path:
   _write_folder(root / "folder", _texture(rng, 10, 72, 56))
   (root / "bad.mp4").write_bytes(b"not a video at all " * 50)
   return root
-
-
-def decoded_frames(path: pathlib.Path) -> np.ndarray:
-  """Every frame of a video (PyAV, in order) or a frame folder (PIL, by frame number), uint8 `[N, H, W, 3]`."""
-  if path.is_dir():
-    files = sorted(path.glob("*.jpg"), key=lambda p: int("".join(filter(str.isdigit, p.name))))
-    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
-  with av.open(str(path)) as container:
-    return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def eval_clip(frames: np.ndarray, num_frames: int, size: int) -> np.ndarray:
-  """The official evaluation view: segment centres, bicubic short side to 256/224 * size, centre crop."""
-  n = len(frames)
-  indices = [int(i * n / num_frames + (n / num_frames - 1) / 2) for i in range(num_frames)]
-  short = round(size * 256 / 224)
-  out = []
-  for frame in frames[indices]:
-    h, w = frame.shape[:2]
-    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    image = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BICUBIC))
-    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
-    out.append(image[top:top + size, left:left + size])
-  return np.stack(out)
 
 
 def _reference_probabilities(directory, path: pathlib.Path, labels) -> np.ndarray:
@@ -366,3 +340,80 @@ def test_trained_demo_checkpoint_ranks_the_true_class_first(trained_demo, tmp_pa
   accuracy = 100.0 * np.mean(correct)
   print(f"predict on {len(correct)} held-out demo videos: top-1 {accuracy:.1f}%")
   assert accuracy >= 90.0
+
+
+# --------------------------------------------------------------- the training's text setup, long labels, loops
+
+
+def test_training_records_its_descriptions_and_predict_uses_them(trained_demo, capsys):
+  workdir = trained_demo.checkpoint
+  trained_with = trained_demo.workdir / "data" / "train" / "descriptions.csv"
+  assert json.loads((workdir / "text_setup.json").read_text()) == {
+      "texts": "descriptions", "descriptions": str(trained_with),
+      "descriptions_sha256": __import__("hashlib").sha256(trained_with.read_bytes()).hexdigest()}
+  clip = trained_demo.eval_root / "frames" / "shrinking_0000"
+  # The README's basic command, no --descriptions: the training's descriptions, said on stderr.
+  code, out, err = _run(capsys, "--checkpoint", workdir, "--labels", "growing,shrinking", "--json", "--no-cache", clip)
+  assert code == 0
+  assert (f"note: using the descriptions {workdir} was trained with: {trained_with} (--templates for the 16 "
+          "templates).\n") in err
+  auto = json.loads(out)[0]["predictions"]
+  _, out, _ = _run(capsys, "--checkpoint", workdir, "--labels", "growing,shrinking", "--json", "--no-cache",
+                   "--descriptions", trained_with, clip)
+  assert json.loads(out)[0]["predictions"] == auto and auto[0]["label"] == "shrinking"
+  # Templates on request, or when the descriptions lack a class: a warning.
+  _, _, err = _run(capsys, "--checkpoint", workdir, "--labels", "growing,shrinking", "--templates", "--no-cache", clip)
+  assert (f"warning: {workdir} was trained with the descriptions in {trained_with}; scoring with the 16 templates "
+          "(--templates) instead.\n") in err
+  _, _, err = _run(capsys, "--checkpoint", workdir, "--labels", "growing,juggling", "--no-cache", clip)
+  assert (f"warning: {workdir} was trained with the descriptions in {trained_with}, but {trained_with} has no "
+          "description for class 'juggling' (1 of 2 classes missing); scoring with the 16 templates, which it was "
+          "not trained with (pass --descriptions).\n") in err
+
+
+def test_descriptions_for_a_model_trained_with_templates_warn(ckpt, media, tmp_path, capsys):
+  from ezclip_jax import text_prompts  # pylint: disable=import-outside-toplevel,reimported
+  workdir = tmp_path / "workdir"
+  workdir.mkdir()
+  for f in ckpt.iterdir():
+    os.symlink(f, workdir / f.name)
+  text_prompts.save_setup(workdir, None)
+  descriptions = tmp_path / "d.csv"
+  descriptions.write_text("SNo,Class Name,description\n0,archery,shooting arrows\n1,juggling,throwing balls\n")
+  _, _, err = _run(capsys, "--checkpoint", workdir, "--labels", "archery,juggling", "--descriptions", descriptions,
+                   "--no-cache", media / "folder")
+  assert err.startswith(f"warning: {workdir} was trained with the 16 templates; scoring with --descriptions "
+                        f"{descriptions} instead.\n")
+
+
+def test_labels_longer_than_the_context_warn(ckpt, media, capsys):
+  # 80 words of "a" are 80 tokens; with the start and end tokens and any template, more than 77.
+  long_a, long_b = "a " * 80 + "archery", "a " * 80 + "juggling"
+  code, out, err = _run(capsys, "--checkpoint", ckpt, "--labels", f"{long_a},{long_b},surfing", "--json", "--no-cache",
+                        media / "folder")
+  assert code == 0
+  # The longest text of each class: "Can you recognize the action of {}?" (7 tokens), 80 "a", the name
+  # (archery: 1 token, juggling: 2 with CLIP's BPE), start and end: 90 and 91 tokens.
+  shown = "Can you recognize the action of a a a a a a a a a a a a a..."
+  for name, length in ((long_a.strip(), 90), (long_b.strip(), 91)):
+    assert (f"warning: class {name!r}: the text {shown!r} is {length} tokens, more than the model's 77; it is cut, "
+            "so classes that differ only after token 77 score alike.\n") in err
+  assert "surfing" not in err
+  scores = {p["label"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
+  assert scores[long_a.strip()] == scores[long_b.strip()]  # what the warning is about
+
+
+def test_symlink_loops_and_repeated_paths_count_each_video_once(ckpt, media, tmp_path, capsys):
+  root = tmp_path / "root"
+  (root / "sub").mkdir(parents=True)
+  (root / "sub" / "clip.mp4").write_bytes((media / "clip.mp4").read_bytes())
+  os.symlink(root, root / "sub" / "loop")           # a loop back up the tree
+  os.symlink(root / "sub", root / "again")          # the same folder twice
+  # Found first as again/clip.mp4 (sorted); then again/loop, sub/clip.mp4, sub/loop and the argument repeat it.
+  code, out, err = _run(capsys, "--checkpoint", ckpt, "--labels", "a,b", "--json", "--no-cache", root,
+                        root / "sub" / "clip.mp4")
+  assert code == 0
+  assert [e["path"] for e in json.loads(out)] == [str(root / "again" / "clip.mp4")]
+  assert err.splitlines()[0] == (
+      f"warning: 4 paths led to a video or folder already found (symlinks or repeated arguments), each video is "
+      f"scored once: e.g. {root / 'again' / 'loop'} is {root}.")

@@ -6,7 +6,6 @@ checkpoints every 2 steps. One uninterrupted run is the reference of all tests.
 """
 
 import json
-import os
 import pathlib
 import random
 import signal
@@ -20,8 +19,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data import synthetic
-from ezclip_jax import load_pretrained
 from ezclip_jax import metrics
+from tests import references
 from tests import test_main
 
 VALIDATION = """
@@ -56,28 +55,14 @@ def config_file(tmp_path_factory) -> pathlib.Path:
   return path
 
 
-def _environment() -> dict[str, str]:
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-  env["PYTHONPATH"] = os.pathsep.join([str(test_main.REPO), env.get("PYTHONPATH", "")])
-  return env
-
-
-def _train_records(workdir) -> list[dict]:
-  path = pathlib.Path(workdir) / "metrics.jsonl"
-  return [r for r in metrics.read_jsonl(path) if r["split"] == "train"] if path.exists() else []
-
-
-def _trainable(workdir) -> list[np.ndarray]:
-  return jax.tree.leaves(load_pretrained(workdir)[1]["params"])
-
-
 def _args(config_file, workdir) -> list[str]:
   return [f"--config={config_file}", f"--workdir={workdir}"]
 
 
 def _start(config_file, workdir, prefix=("-m", "ezclip_jax.main")) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, *prefix, *_args(config_file, workdir)], env=_environment(),
-                          cwd=test_main.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen([sys.executable, *prefix, *_args(config_file, workdir)],
+                          env=references.subprocess_environment(), cwd=test_main.REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -106,13 +91,13 @@ def _evals(workdir) -> list[tuple[int, float]]:
 
 
 def _assert_same_run(got, want) -> None:
-  assert _train_records(got) == _train_records(want)
+  assert references.train_records(got) == references.train_records(want)
   assert _evals(got) == _evals(want)
   got_best, want_best = _best(got), _best(want)
   assert got_best[0] == want_best[0]
   for a, b in zip(got_best[1], want_best[1], strict=True):
     np.testing.assert_array_equal(a, b)
-  for a, b in zip(_trainable(got), _trainable(want), strict=True):
+  for a, b in zip(references.trained_params(got), references.trained_params(want), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -149,6 +134,10 @@ def _sigterm_at_step_5(config_file, workdir) -> None:
   assert ocp.CheckpointManager((workdir / "checkpoints").absolute()).latest_step() == reached
   assert {"data", "state"} <= {p.name for p in (workdir / "checkpoints" / str(reached)).iterdir()}
   assert not (workdir / "lock").exists()
+
+
+def _train_records(workdir) -> list[dict]:
+  return references.train_records(workdir) if (workdir / "metrics.jsonl").exists() else []
 
 
 def test_sigkill_and_rerun_equals_an_uninterrupted_run(config_file, straight, tmp_path):
