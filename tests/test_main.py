@@ -66,8 +66,6 @@ def _config(dataset, tmp_path, **train_overrides):
   return config
 
 
-
-
 def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, monkeypatch):
   config = _config(dataset, tmp_path, epochs=4)  # 2 steps per epoch; checkpoints at 2, 4, 6, 8
   get_state = input_pipeline._EpochReportIterator.get_state
