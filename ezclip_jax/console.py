@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import datetime
 import math
+import time
 from collections.abc import Iterator, Mapping
 
 from absl import flags
@@ -57,6 +58,17 @@ def log_level(level: str) -> Iterator[None]:
     logging.set_verbosity(previous)
 
 
+@contextlib.contextmanager
+def hide_library_warnings() -> Iterator[None]:
+  """Inside the block, library warnings are hidden too, unless library logs were asked for
+  (`--log_level=info` or `debug`): for steps whose warnings are expected noise."""
+  if logging.get_verbosity() > logging.WARNING:
+    yield
+    return
+  with log_level("error"):
+    yield
+
+
 # ------------------------------------------------------------------------------ training
 
 
@@ -81,13 +93,17 @@ def _count(n: int) -> str:
   return str(n)
 
 
+def _processes(count: int) -> str:
+  return "1 process" if count == 1 else f"{count} processes"
+
+
 def model_line(name: str, model_config, num_params: int, num_trainable: int, mesh) -> str:
   """`model tiny (8 frames of 32 px, float32): 1.23M params, 45.6k trainable | mesh data=8 ...`."""
   axes = " ".join(f"{axis}={size}" for axis, size in mesh.shape.items())
   devices = mesh.devices.flat[0]
   return (f"model {name} ({model_config.num_frames} frames of {model_config.image_resolution} px, "
           f"{model_config.dtype}): {_count(num_params)} params, {_count(num_trainable)} trainable | mesh {axes} "
-          f"over {mesh.devices.size} {devices.platform} devices, {jax.process_count()} process(es)")
+          f"over {mesh.devices.size} {devices.platform} devices, {_processes(jax.process_count())}")
 
 
 def data_line(num_videos: int, batch_size: int, steps_per_epoch: int, epochs: int, evals: list[str],
@@ -132,10 +148,30 @@ def eval_lines(step: int, results: Mapping, summaries: Mapping[str, Mapping[str,
   return lines
 
 
-def final_line(step: int, seconds: float, latest: str, best: Mapping | None, best_dir: str) -> str:
-  """Where the run's result is: the best checkpoint (`best.json`'s step and score) or the latest."""
-  line = f"done: step {step} in {format_duration(seconds)}; latest checkpoint {latest}"
+def final_line(step: int, seconds: float, checkpoints_dir, best: Mapping, best_dir) -> str:
+  """Where the run's result is: the latest checkpoint and the best (`best.json`'s step and scores)."""
+  line = f"done: step {step} in {format_duration(seconds)}; latest checkpoint {checkpoints_dir}/{step}"
   if not best:
     return line + "; no best checkpoint (no eval dataset has role=val)"
   scores = ", ".join(f"{k} {v:.2f}%" for k, v in best.items() if k != "step" and math.isfinite(v))
   return line + f"; best checkpoint {best_dir} (step {best['step']}, {scores})"
+
+
+def show_setup(config, model_config, params, trainable, mesh, num_videos: int, steps_per_epoch: int,
+               evals: list[str]) -> None:
+  """Prints `model_line` and `data_line` (`evals`: the enabled eval datasets)."""
+  size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
+  show(model_line(config.model.pretrained or config.model.arch, model_config, size(params), size(trainable), mesh))
+  show(data_line(num_videos, config.data.batch_size, steps_per_epoch, config.train.epochs,
+                 evals, config.train.eval_every_epochs))
+
+
+def show_start(start: int, total_steps: int, start_shown: bool = False) -> float:
+  """Prints fresh or resumed (`start_line`, unless `start_shown`) and, when steps remain, that the
+  first step compiles, leaving the line open for its time; returns the time now."""
+  parts = [] if start_shown else [start_line(start, total_steps)]
+  if start < total_steps:
+    show("; ".join(parts + ["compiling the train step... "]), end="")
+  elif parts:
+    show(parts[0])
+  return time.monotonic()

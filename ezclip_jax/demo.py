@@ -141,7 +141,8 @@ def held_out_probabilities(config: ml_collections.ConfigDict, workdir: pathlib.P
   Returns:
     (float32 `[N, C]` probabilities, int `[N]` labels), in the order of the list file.
   """
-  model, variables = checkpoint.load_pretrained(workdir)
+  with console.hide_library_warnings():  # orbax warns that the checkpoints it reads are read-only
+    model, variables = checkpoint.load_pretrained(workdir)
   source = datasets.make_source(spec, config.data.official_repo, skip_bad=False)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model.config.context_length)
   text_embeddings = evaluate.encode_class_texts(model, variables, prompts.tokens)
@@ -204,7 +205,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Scores]:
       run_config.model.use_prompts = use_prompts
       run_config.data.train = train_spec
       run_config.data.evals = ml_collections.ConfigDict({"synthetic": eval_spec})
-    console.show(f"\n== {TITLES[name]}: training in {workdir / name}")
+    console.show(f"== {TITLES[name]}: training in {workdir / name}")
     train.train_and_evaluate(run_config, workdir / name)
     results[name] = score(*held_out_probabilities(run_config, workdir / name, eval_spec), partners)
   console.show(report(results, demo.classes))

@@ -44,12 +44,12 @@ from ezclip_jax import checkpoint
 from ezclip_jax import console
 from ezclip_jax import evaluate
 from ezclip_jax import model as model_lib
+from ezclip_jax import model_setup
 from ezclip_jax import optim
 from ezclip_jax import platforms
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
 from ezclip_jax import text_prompts
-from ezclip_jax import train
 
 GIB = 2**30
 # The eval step scores each batch against every class text: 16 templates x 400 classes
@@ -177,7 +177,7 @@ def make_target(topology: str | None, hbm_gib: float | None = None) -> Target:
 
 
 def model_config(config: ml_collections.ConfigDict, platform: str) -> model_lib.ModelConfig:
-  """The architecture training builds from `config` (`train.model_config`), no weights read."""
+  """The architecture training builds from `config` (`model_setup.model_config`), no weights read."""
   pretrained = None
   if config.model.pretrained:
     directory = pathlib.Path(config.model.pretrained)
@@ -185,7 +185,7 @@ def model_config(config: ml_collections.ConfigDict, platform: str) -> model_lib.
       directory = directory / checkpoint.BACKBONE_DIR
     pretrained = checkpoint.load_config(directory)
   try:
-    return train.model_config(config, platform, pretrained)
+    return model_setup.model_config(config, platform, pretrained)
   except ValueError as e:
     raise PlanError(str(e)) from e
 

@@ -1,11 +1,10 @@
 """Training: the loop that wires the stages.
 
-config -> sources and pipelines (datasets) -> model (model) -> the jitted, sharded train
+config -> sources and pipelines (datasets) -> model (model_setup) -> the jitted, sharded train
 step (step) -> orbax checkpoints (checkpoint) -> evaluation (evaluate) -> metrics (metrics).
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import time
@@ -19,6 +18,7 @@ from ezclip_jax import datasets
 from ezclip_jax import evaluate
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
+from ezclip_jax import model_setup
 from ezclip_jax import optim
 from ezclip_jax import preemption
 from ezclip_jax import sharding
@@ -27,50 +27,12 @@ from ezclip_jax import text_prompts
 from ezclip_jax import workdir as workdir_lib
 
 
-def model_config(config: ml_collections.ConfigDict, platform: str,
-                 pretrained: model_lib.ModelConfig | None = None) -> model_lib.ModelConfig:
-  """The architecture `config.model` describes, with this run's regularisation and dtype.
-
-  Args:
-    config: the experiment config.
-    platform: the devices' platform (`cpu`, `gpu`, `tpu`), for `model.dtype=auto`.
-    pretrained: the architecture of `config.model.pretrained`; it must be the variant
-      (prompts, T-adapter, frames) the config asks for. None: `config.model.arch`.
-  """
-  overrides = {k: config.model[k] for k in ("drop_path_rate", "prompt_dropout", "emb_dropout", "remat")}
-  overrides["dtype"] = model_lib.resolve_dtype(config.model.dtype, platform)
-  if pretrained is None:
-    if config.model.arch not in model_lib.ARCHITECTURES:
-      raise ValueError(f"model.arch={config.model.arch!r}; expected one of {sorted(model_lib.ARCHITECTURES)}")
-    return dataclasses.replace(model_lib.ARCHITECTURES[config.model.arch], num_frames=config.model.num_frames,
-                               use_prompts=config.model.use_prompts, t_adapter=config.model.t_adapter, **overrides)
-  for key in ("use_prompts", "t_adapter"):
-    if getattr(pretrained, key) != config.model[key]:
-      raise ValueError(f"model.{key}={config.model[key]} but {config.model.pretrained} has "
-                       f"{key}={getattr(pretrained, key)}; convert the checkpoint for this variant "
-                       "(python -m convert.torch_to_flax ... --no-prompts / --t-adapter)")
-  if pretrained.num_frames != config.model.num_frames:
-    raise ValueError(f"model.num_frames={config.model.num_frames} but {config.model.pretrained} was "
-                     f"converted for {pretrained.num_frames} frames (convert with --num-frames)")
-  return dataclasses.replace(pretrained, **overrides)
-
-
-def initial_params(config: ml_collections.ConfigDict) -> tuple[model_lib.ModelConfig, dict]:
-  """The architecture (`model_config`) and starting params: `model.pretrained`'s, else random."""
-  platform = jax.devices()[0].platform
-  if config.model.pretrained:
-    model, variables = checkpoint.load_pretrained(config.model.pretrained)
-    return model_config(config, platform, model.config), variables["params"]
-  architecture = model_config(config, platform)
-  return architecture, model_lib.init_variables(architecture, jax.random.key(config.seed))["params"]
-
-
 class NonFiniteLossError(RuntimeError):
   """Training produced a NaN or infinite loss."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
+class StepPlan:
   """Which steps (1-based) log, checkpoint and evaluate.
 
   Every checkpoint step also ends a logging window, so a run resumed from a checkpoint logs
@@ -94,20 +56,20 @@ class Schedule:
     return self.evaluating and ((within == 0 and epoch % self.eval_every_epochs == 0) or step == self.total_steps)
 
 
-def make_schedule(config: ml_collections.ConfigDict, num_videos: int) -> Schedule:
+def make_step_plan(config: ml_collections.ConfigDict, num_videos: int) -> StepPlan:
   steps_per_epoch = num_videos // config.data.batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"data.batch_size={config.data.batch_size} exceeds the {num_videos} training videos")
-  return Schedule(steps_per_epoch, config.train.epochs * steps_per_epoch, config.train.log_every_steps,
+  return StepPlan(steps_per_epoch, config.train.epochs * steps_per_epoch, config.train.log_every_steps,
                   config.train.checkpoint_every_steps, config.train.eval_every_epochs,
                   bool(datasets.enabled_evals(config)))
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: Schedule):
+def make_optimizer(config: ml_collections.ConfigDict, plan: StepPlan):
   """(the optax optimizer, step -> the learning rate of the last update at or before that step)."""
   accum = config.optim.grad_accum_steps
-  updates = (schedule.total_steps // accum, config.optim.warmup_epochs * schedule.steps_per_epoch // accum,
-             schedule.steps_per_epoch // accum)
+  updates = (plan.total_steps // accum, config.optim.warmup_epochs * plan.steps_per_epoch // accum,
+             plan.steps_per_epoch // accum)
   lr = optim.make_schedule(config.optim, *updates)
   return optim.make_optimizer(config.optim, *updates), lambda step: float(lr(max(step // accum - 1, 0)))
 
@@ -136,60 +98,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh,
                         stop: preemption.StopRequest) -> dict:
   began = time.monotonic()
-  model_config, params = initial_params(config)
+  model_config, params = model_setup.initial_params(config)
   model = model_lib.EZCLIP(model_config)
   spec = config.data.train
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
   datasets.probe_datasets(config)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model_config.context_length)
   text_prompts.save_setup(workdir, datasets.resolve_path(spec.descriptions, config.data.official_repo) or None)
-  schedule = make_schedule(config, len(source))
-  tx, lr_at = make_optimizer(config, schedule)
+  plan = make_step_plan(config, len(source))
+  tx, lr_at = make_optimizer(config, plan)
   patterns = tuple(config.train.trainable)
   train_step = step_lib.create_train_step(model_config, tx, mesh, params, trainable_patterns=patterns,
                                           motion_weight=config.train.motion_weight,
                                           color=config.data.color_jitter, seed=config.seed)
-  _show_setup(config, model_config, params, train_step.state, mesh, len(source), schedule)
+  console.show_setup(config, model_config, params, train_step.state.trainable, mesh, len(source),
+                     plan.steps_per_epoch, list(datasets.enabled_evals(config)))
   train_iter = iter(datasets.train_batches(config, source, model_config, prompts.tokens))
   manager = checkpoint.checkpoint_manager(workdir, config.train.keep_checkpoints)
   checkpoint.save_backbone(workdir, model_config, params, patterns)
   state = checkpoint.restore_checkpoint(manager, train_step.state, train_iter, workdir)
   start = int(state.step)
-  console.show(console.start_line(start, schedule.total_steps))
   # A run killed during (or right after) an evaluation, before its best/ update finished, redoes it.
-  redo_evaluation = start > 0 and schedule.evaluates_at(start) and checkpoint.last_evaluated_step(workdir) < start
+  redo_evaluation = start > 0 and plan.evaluates_at(start) and checkpoint.last_evaluated_step(workdir) < start
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   writer.truncate_after(start, keep_at_step=("train",) if redo_evaluation else None)
   window = metrics.StepWindow(start)
   best, results = _saved_best(config, workdir), {}
   if redo_evaluation:
+    console.show(console.start_line(start, plan.total_steps) + "; its evaluation did not finish: evaluating again")
     results, best = _evaluate_and_keep_best(config, model, mesh, state, start, writer, workdir, best)
-  for step in range(start + 1, schedule.total_steps + 1):
-    if step == start + 1:
-      console.show("compiling the train step... ", end="")
-      compiling = time.monotonic()
+  compiling = console.show_start(start, plan.total_steps, start_shown=redo_evaluation)
+  for step in range(start + 1, plan.total_steps + 1):
     state, step_metrics = _one_step(train_step, state, next(train_iter))
     window.add(step_metrics)
     if step == start + 1:
       console.show(f"{time.monotonic() - compiling:.1f} s (with step {step})")
       window.restart_clock(step)
-    if schedule.logs_at(step):
-      _log_window(window, schedule.total_steps, lr_at, writer)
-    if schedule.checkpoints_at(step):
+    if plan.logs_at(step):
+      _log_window(window, plan.total_steps, lr_at, writer)
+    if plan.checkpoints_at(step):
       checkpoint.save_checkpoint(manager, state, train_iter)
-    if schedule.evaluates_at(step):
+    if plan.evaluates_at(step):
       results, best = _evaluate_and_keep_best(config, model, mesh, state, step, writer, workdir, best)
       window.restart_clock(step)
     if stop.requested(step, manager):
       if window.pending_steps:
-        _log_window(window, schedule.total_steps, lr_at, writer)
-      _stop_with_checkpoint(manager, state, train_iter, stop.signal_name, schedule.total_steps, workdir)
-      break
-  else:
-    train_iter.report_last_epoch()
+        _log_window(window, plan.total_steps, lr_at, writer)
+      _stop_with_checkpoint(manager, state, train_iter, stop.signal_name, plan.total_steps, workdir)
+      writer.close()
+      return results
+  train_iter.report_last_epoch()
   manager.wait_until_finished()
   writer.close()
-  _show_result(workdir, manager.latest_step(), time.monotonic() - began)
+  console.show(console.final_line(manager.latest_step() or 0, time.monotonic() - began,
+                                  workdir / checkpoint.CHECKPOINTS_DIR, checkpoint.read_best(workdir),
+                                  workdir / checkpoint.BEST_DIR))
   return results
 
 
@@ -233,21 +196,6 @@ def _saved_best(config, workdir: pathlib.Path) -> float:
   return checkpoint.read_best(workdir).get(f"{selection}/top1", -1.0) if selection is not None else -1.0
 
 
-def _show_setup(config, model_config, params, state, mesh, num_videos: int, schedule: Schedule) -> None:
-  size = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
-  console.show(console.model_line(config.model.pretrained or config.model.arch, model_config, size(params),
-                                  size(state.trainable), mesh))
-  console.show(console.data_line(num_videos, config.data.batch_size, schedule.steps_per_epoch, config.train.epochs,
-                                 list(datasets.enabled_evals(config)), config.train.eval_every_epochs))
-
-
-def _show_result(workdir: pathlib.Path, latest_step: int | None, seconds: float) -> None:
-  best_json = workdir / checkpoint.BEST_DIR / "best.json"
-  best = json.loads(best_json.read_text()) if best_json.is_file() else None
-  latest = workdir / checkpoint.CHECKPOINTS_DIR / str(latest_step)
-  console.show(console.final_line(latest_step or 0, seconds, str(latest), best, str(workdir / checkpoint.BEST_DIR)))
-
-
 def _evaluate_and_keep_best(config, model, mesh, state: step_lib.TrainState, step: int, writer,
                             workdir: pathlib.Path, best: float) -> tuple[dict, float]:
   """Evaluates, keeps WORKDIR/best on the selection dataset, redraws the curves.
@@ -280,7 +228,7 @@ def evaluate_pretrained(config: ml_collections.ConfigDict, workdir: str | os.Pat
   mesh = sharding.make_mesh(config.mesh_shape)
   workdir_lib.check_batch_sizes(config, mesh, evaluating=True)
   checkpoint.check_writable(workdir)
-  model_config, params = initial_params(config)
+  model_config, params = model_setup.initial_params(config)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
   results = evaluate.evaluate_datasets(config, model_lib.EZCLIP(model_config), params, mesh, 0, writer, workdir)
   writer.close()

@@ -10,6 +10,8 @@ flags.FLAGS.mark_as_parsed()
 
 import dataclasses  # noqa: E402
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import pytest  # noqa: E402
@@ -17,18 +19,19 @@ import pytest  # noqa: E402
 
 @dataclasses.dataclass(frozen=True)
 class TrainedDemo:
-  """The README demo, run once per test session (`ezclip_jax.demo.run` with `configs/demo.py`).
+  """The README demo, run once per test session as the README runs it:
+  `python -m ezclip_jax.main --config configs/demo.py --workdir W`.
 
   Attributes:
     workdir: the demo's output root.
     config: the demo config (`config.demo.classes` etc.).
-    results: `demo.run`'s {"ezclip": Scores, "frame_average": Scores}.
+    output: what the command printed (stdout and stderr, interleaved).
     checkpoint: the trained EZ-CLIP's training workdir.
     eval_root: the held-out synthetic dataset (`labels.csv`, `frames.txt`, `frames/`).
   """
   workdir: pathlib.Path
   config: object
-  results: dict
+  output: str
   checkpoint: pathlib.Path
   eval_root: pathlib.Path
 
@@ -36,11 +39,13 @@ class TrainedDemo:
 @pytest.fixture(scope="session")
 def trained_demo(tmp_path_factory) -> TrainedDemo:
   from configs import demo as demo_config
-  from ezclip_jax import demo
 
-  config = demo_config.get_config()
+  repo = pathlib.Path(__file__).resolve().parents[1]
   workdir = tmp_path_factory.mktemp("demo")
   start = time.monotonic()
-  results = demo.run(config, str(workdir))
-  print(f"demo.run took {time.monotonic() - start:.0f} s")
-  return TrainedDemo(workdir, config, results, workdir / "ezclip", workdir / "data" / "eval")
+  result = subprocess.run([sys.executable, "-m", "ezclip_jax.main", "--config", "configs/demo.py", "--workdir",
+                           str(workdir)], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False)
+  print(f"the demo took {time.monotonic() - start:.0f} s")
+  assert result.returncode == 0, result.stdout
+  return TrainedDemo(workdir, demo_config.get_config(), result.stdout, workdir / "ezclip", workdir / "data" / "eval")

@@ -25,20 +25,19 @@ def run_steps(out: str) -> None:
   from ezclip_jax import optim  # pylint: disable=g-import-not-at-top
   from ezclip_jax import sharding  # pylint: disable=g-import-not-at-top
   from ezclip_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-  from tests import test_model  # pylint: disable=g-import-not-at-top
-  from tests import test_step  # pylint: disable=g-import-not-at-top
+  from tests import references  # pylint: disable=g-import-not-at-top
 
-  config = test_step.CONFIG
+  config = references.TINY_WITH_DROPOUT
   mesh = sharding.make_mesh((2, 2, 1))
-  tx = optim.make_optimizer(test_step._optim_config(), total_steps=10, warmup_steps=1)
-  params = test_model._random_variables(config)["params"]
-  train_step = step_lib.create_train_step(config, tx, mesh, params, trainable_patterns=test_step.TRAINABLE)
+  tx = optim.make_optimizer(references.optim_config(), total_steps=10, warmup_steps=1)
+  params = references.random_variables(config)["params"]
+  train_step = step_lib.create_train_step(config, tx, mesh, params, trainable_patterns=optim.DEFAULT_TRAINABLE)
   state = train_step.state
   rows = 8 // jax.process_count()
   start = jax.process_index() * rows
   losses = []
   for i in range(2):
-    local = {k: v[start:start + rows] for k, v in test_step._batch(i).items()}
+    local = {k: v[start:start + rows] for k, v in references.train_batch(config, i).items()}
     state, metrics = train_step.step(state, step_lib.to_global(local, train_step.batch_shardings))
     losses.append(float(metrics["loss"]))
   leaves = [np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -12,6 +12,7 @@ import pytest
 from data import synthetic
 from ezclip_jax import main as main_lib
 from ezclip_jax import train
+from tests import references
 from tests import test_main
 
 
@@ -93,7 +94,7 @@ def test_a_full_disk_is_one_line(run, tmp_path, monkeypatch):
 def test_the_command_line_exits_1_with_one_line(config_file, tmp_path):
   result = subprocess.run([sys.executable, "-m", "ezclip_jax.main", f"--config={config_file}",
                            f"--workdir={tmp_path / 'run'}", "--config.train.epochz=1"],
-                          cwd=test_main.REPO, env=test_main._environment(), capture_output=True, text=True,
+                          cwd=test_main.REPO, env=references.subprocess_environment(), capture_output=True, text=True,
                           timeout=120, check=False)
   assert (result.returncode, result.stderr) == (1, "error: --config.train.epochz: the config has no field 'epochz'; "
                                                    "Did you mean \"epochs\" instead of \"epochz\"?\n")

@@ -16,8 +16,8 @@ from ezclip_jax import datasets
 from ezclip_jax import evaluate
 from ezclip_jax import metrics
 from ezclip_jax import model as model_lib
+from ezclip_jax import model_setup
 from ezclip_jax import sharding
-from ezclip_jax import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -389,7 +389,7 @@ def test_placeholders_are_skipped_by_evaluation(tmp_path):
                 f"{split1}labels_csv={data.labels_csv}", f"{split1}descriptions=", "--config.data.num_workers=0",
                 "--config.model.arch=tiny", "--config.model.num_frames=4", "--config.data.eval_batch_size=4")
   datasets.check_paths(config)
-  model_config, params = train.initial_params(config)
+  model_config, params = model_setup.initial_params(config)
   writer = metrics.MetricWriter(tmp_path / "run", enabled=True)
   top1 = evaluate.evaluate_datasets(config, model_lib.EZCLIP(model_config), params,
                                     sharding.make_mesh(config.mesh_shape), 0, writer, tmp_path / "run")

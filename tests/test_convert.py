@@ -16,7 +16,6 @@ from convert import torchscript
 from ezclip_jax import checkpoint
 from ezclip_jax import load_pretrained
 from tests import references
-from tests.test_parity import TINY
 
 
 def _flat(tree, prefix=()):
@@ -40,14 +39,14 @@ def _error_line(capsys) -> str:
 
 
 def test_round_trip_is_bit_exact_with_the_official_key_order(tmp_path):
-  state = references.random_ezclip_state(TINY, seed=3)
+  state = references.random_ezclip_state(references.CONVERTIBLE_TINY, seed=3)
   wrapped = {f"module.{k}": v for k, v in state.items()}  # DataParallel checkpoints
   torch.save({"epoch": 7, "model_state_dict": wrapped, "optimizer_state_dict": {}}, tmp_path / "in.pt")
   assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
   assert flax_to_torch.main([str(tmp_path / "flax"), str(tmp_path / "out.pt")]) == 0
   back = torch.load(tmp_path / "out.pt", weights_only=True)["model_state_dict"]
   with torch.device("meta"):
-    official_keys = list(torch_model.EZCLIPReference(TINY).state_dict())
+    official_keys = list(torch_model.EZCLIPReference(references.CONVERTIBLE_TINY).state_dict())
   assert list(back) == official_keys
   for key, value in state.items():
     assert back[key].dtype == torch.float32 and torch.equal(back[key], value), key
@@ -55,7 +54,7 @@ def test_round_trip_is_bit_exact_with_the_official_key_order(tmp_path):
 
 @pytest.mark.parametrize("variant", [{"use_prompts": False, "t_adapter": True}, {"use_prompts": False}])
 def test_round_trip_of_other_variants(tmp_path, variant):
-  config = dataclasses.replace(TINY, **variant)
+  config = dataclasses.replace(references.CONVERTIBLE_TINY, **variant)
   state = references.random_ezclip_state(config)
   torch.save(state, tmp_path / "in.pt")
   assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
@@ -68,17 +67,17 @@ def test_round_trip_of_other_variants(tmp_path, variant):
 
 def _save_torchscript(state, path):
   """A TorchScript archive like OpenAI's CLIP files, metadata entries included."""
-  module = torch_model.EZCLIPReference.from_state_dict(state, TINY).eval()
+  module = torch_model.EZCLIPReference.from_state_dict(state, references.CONVERTIBLE_TINY).eval()
   for name, value in (("input_resolution", 32), ("context_length", 16), ("vocab_size", 500)):
     module.register_buffer(name, torch.tensor(value))
-  ids = torch.zeros(1, TINY.context_length, dtype=torch.long)
+  ids = torch.zeros(1, references.CONVERTIBLE_TINY.context_length, dtype=torch.long)
   torch.jit.save(torch.jit.trace_module(module, {"encode_text": ids}), str(path))
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("fmt", ["torchscript", "state_dict", "safetensors"])
 def test_every_input_format_gives_the_same_params(tmp_path, fmt):
-  state = references.random_ezclip_state(TINY, seed=1)
+  state = references.random_ezclip_state(references.CONVERTIBLE_TINY, seed=1)
   torch.save({"model_state_dict": state}, tmp_path / "ezclip.pt")
   assert _convert(tmp_path / "ezclip.pt", tmp_path / "want") == 0
   src = tmp_path / f"src.{'safetensors' if fmt == 'safetensors' else 'pt'}"
@@ -171,7 +170,7 @@ def test_a_pickle_payload_is_refused_without_torchs_weights_only_advice(tmp_path
 
 
 def test_backbone_only_clip_gets_the_official_initialisation(tmp_path):
-  state = references.random_ezclip_state(TINY, seed=2)
+  state = references.random_ezclip_state(references.CONVERTIBLE_TINY, seed=2)
   backbone = {k: v for k, v in state.items()
               if "Adapter" not in k and "prompt" not in k and "temporal" not in k}
   torch.save(backbone, tmp_path / "clip.pt")
@@ -180,7 +179,7 @@ def test_backbone_only_clip_gets_the_official_initialisation(tmp_path):
   assert config.num_frames == 3 and config.use_prompts
   params = _params(tmp_path / "flax")
   prompts = params["visual/transformer/T_prompt_embeddings"]
-  bound = math.sqrt(6.0 / (3 * 16 * 16 + TINY.vision_width))
+  bound = math.sqrt(6.0 / (3 * 16 * 16 + references.CONVERTIBLE_TINY.vision_width))
   assert prompts.shape == (2, 3, 128) and 0.9 * bound < np.abs(prompts).max() <= bound
   assert not params["visual/temporal_embedding"].any()
   fc2 = [v for k, v in params.items() if "Adapter/D_fc2" in k]
@@ -211,7 +210,7 @@ def test_other_architecture_is_rejected(tmp_path, capsys):
 
 
 def test_mis_shaped_tensor_is_named(tmp_path, capsys):
-  state = references.random_ezclip_state(TINY)
+  state = references.random_ezclip_state(references.CONVERTIBLE_TINY)
   state["visual.transformer.resblocks.1.mlp.c_fc.weight"] = torch.zeros(512, 100)
   torch.save(state, tmp_path / "bad.pt")
   assert _convert(tmp_path / "bad.pt", tmp_path / "out") == 2
@@ -221,7 +220,7 @@ def test_mis_shaped_tensor_is_named(tmp_path, capsys):
 
 
 def test_unknown_and_missing_tensors_are_listed(tmp_path, capsys):
-  state = references.random_ezclip_state(TINY)
+  state = references.random_ezclip_state(references.CONVERTIBLE_TINY)
   torch.save({**state, "visual.extra_head.weight": torch.zeros(3)}, tmp_path / "extra.pt")
   assert _convert(tmp_path / "extra.pt", tmp_path / "out") == 2
   assert "unknown tensors" in (err := _error_line(capsys)) and "visual.extra_head.weight" in err
@@ -235,7 +234,7 @@ def test_unknown_and_missing_tensors_are_listed(tmp_path, capsys):
 
 
 def test_existing_destination_needs_overwrite(tmp_path, capsys):
-  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  torch.save(references.random_ezclip_state(references.CONVERTIBLE_TINY), tmp_path / "in.pt")
   (tmp_path / "out").mkdir()
   assert _convert(tmp_path / "in.pt", tmp_path / "out") == 2
   assert "already exists" in _error_line(capsys)
@@ -244,7 +243,7 @@ def test_existing_destination_needs_overwrite(tmp_path, capsys):
 
 
 def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path, capsys):
-  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  torch.save(references.random_ezclip_state(references.CONVERTIBLE_TINY), tmp_path / "in.pt")
   assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
   capsys.readouterr()
   out = tmp_path / "out.pt"
@@ -258,19 +257,19 @@ def test_flax_to_torch_never_replaces_a_file_unasked_nor_takes_a_folder(tmp_path
                                  f"e.g. {tmp_path / 'folder' / 'model.pt'}")
   assert not any((tmp_path / "folder").iterdir())
   assert flax_to_torch.main([str(tmp_path / "flax"), str(out), "--overwrite"]) == 0
-  assert len(torch.load(out, weights_only=True)["model_state_dict"]) == len(references.random_ezclip_state(TINY))
+  assert len(torch.load(out, weights_only=True)["model_state_dict"]) == len(references.random_ezclip_state(references.CONVERTIBLE_TINY))
   assert sorted(p.name for p in tmp_path.iterdir()) == ["flax", "folder", "in.pt", "out.pt"]
 
 
 def test_a_read_only_destination_fails_before_converting(tmp_path, capsys, monkeypatch):
-  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  torch.save(references.random_ezclip_state(references.CONVERTIBLE_TINY), tmp_path / "in.pt")
   monkeypatch.setattr(torch_to_flax, "load_state_dict", lambda *a: pytest.fail("read SRC before checking DST"))
   assert _convert(tmp_path / "in.pt", "/proc/ezclip-out") == 2
   assert _error_line(capsys) == "error: /proc/ezclip-out: cannot write in /proc (No such file or directory)"
 
 
 def test_failed_write_leaves_no_destination(tmp_path, monkeypatch):
-  torch.save(references.random_ezclip_state(TINY), tmp_path / "in.pt")
+  torch.save(references.random_ezclip_state(references.CONVERTIBLE_TINY), tmp_path / "in.pt")
 
   def failing_save(self, *args, **kwargs):
     raise OSError("disk full")
@@ -282,7 +281,7 @@ def test_failed_write_leaves_no_destination(tmp_path, monkeypatch):
 
 
 def test_training_workdir_exports_its_best_params(tmp_path):
-  state = references.random_ezclip_state(TINY, seed=5)
+  state = references.random_ezclip_state(references.CONVERTIBLE_TINY, seed=5)
   torch.save(state, tmp_path / "in.pt")
   assert _convert(tmp_path / "in.pt", tmp_path / "flax") == 0
   model, variables = load_pretrained(tmp_path / "flax")

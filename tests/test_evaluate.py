@@ -14,9 +14,9 @@ from ezclip_jax import evaluate
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
 from ezclip_jax import sharding
-from tests import test_model
+from tests import references
 
-CONFIG = test_model.TINY
+CONFIG = references.TINY
 NUM_CLASSES = len(synthetic.CLASSES)
 
 
@@ -115,7 +115,7 @@ def _text_ids(num_texts=2):
   ids = np.zeros((num_texts, NUM_CLASSES, CONFIG.context_length), np.int32)
   ids[..., 0] = 998
   ids[..., 1:5] = rng.integers(1, 990, (num_texts, NUM_CLASSES, 4))
-  ids[..., 5] = test_model.EOT
+  ids[..., 5] = references.EOT
   return ids
 
 
@@ -132,7 +132,7 @@ def thirteen_videos(tmp_path_factory):
 
 @functools.cache
 def _variables():
-  return test_model._random_variables(CONFIG)
+  return references.random_variables(CONFIG)
 
 
 def _batches(source, num_clips=1):

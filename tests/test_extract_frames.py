@@ -10,13 +10,13 @@ import shutil
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from data import extract_frames
 from data import synthetic
+from tests import references
 
 NUM_FRAMES = 12
 CLASSES = ("moving_up", "moving_down", "rotating_clockwise")
@@ -26,11 +26,6 @@ CLASSES = ("moving_up", "moving_down", "rotating_clockwise")
 def motion(tmp_path_factory):
   return synthetic.make_dataset(tmp_path_factory.mktemp("motion"), videos_per_class=2, num_frames=NUM_FRAMES,
                                 classes=CLASSES, frames=True, videos=True)
-
-
-def _decode_mp4(path) -> np.ndarray:
-  with av.open(str(path)) as container:
-    return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def _read_folder(directory) -> np.ndarray:
@@ -57,7 +52,8 @@ def test_cli_extracts_class_folders(tmp_path, motion):
   for path, _, label in expected:
     video_id = os.path.basename(path)
     frames = _read_folder(out / video_id)
-    decoded = _decode_mp4(motion.root / "videos" / sorted_classes[label] / f"{video_id}.mp4").astype(np.float32)
+    video = motion.root / "videos" / sorted_classes[label] / f"{video_id}.mp4"
+    decoded = references.decode_video(video).astype(np.float32)
     assert frames.shape == decoded.shape == (NUM_FRAMES, 64, 64, 3)
     assert np.abs(frames - decoded).mean() < 3
     originals = _read_folder(motion.root / "frames" / video_id)
@@ -93,7 +89,7 @@ def test_fps_and_short_side(tmp_path, motion):
   assert code == 0
   assert {n for _, n, _ in _parse_list(listing)} == {NUM_FRAMES // 2}
   frames = _read_folder(tmp_path / "frames" / "moving_up_0001")
-  decoded = _decode_mp4(motion.root / "videos" / "moving_up" / "moving_up_0001.mp4")
+  decoded = references.decode_video(motion.root / "videos" / "moving_up" / "moving_up_0001.mp4")
   halved = np.stack([np.asarray(Image.fromarray(f).resize((32, 32), Image.BILINEAR)) for f in decoded])
   halved = halved.astype(np.float32)
   assert frames.shape == (NUM_FRAMES // 2, 32, 32, 3)

@@ -1,17 +1,11 @@
-"""End-to-end training runs: resume after SIGKILL, a crash mid-checkpoint, a NaN stop, loading a workdir."""
+"""End-to-end training runs: a crash mid-checkpoint, a NaN stop, loading a workdir (kills: test_preemption)."""
 
 import importlib.util
 import json
 import math
-import os
 import pathlib
-import random
-import signal
-import subprocess
-import sys
-import time
+import re
 
-import jax
 import numpy as np
 import pytest
 
@@ -19,9 +13,9 @@ from configs import common
 from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import input_pipeline
-from ezclip_jax import load_pretrained
 from ezclip_jax import metrics
 from ezclip_jax import train
+from tests import references
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ("moving_left", "moving_right", "growing", "shrinking")
@@ -72,55 +66,6 @@ def _config(dataset, tmp_path, **train_overrides):
   return config
 
 
-def _trainable(workdir):
-  _, variables = load_pretrained(workdir)
-  return jax.tree.leaves(variables["params"])
-
-
-def _train_records(workdir):
-  return [r for r in metrics.read_jsonl(pathlib.Path(workdir) / "metrics.jsonl") if r["split"] == "train"]
-
-
-def _command(config_file, workdir):
-  return [sys.executable, "-m", "ezclip_jax.main", "--config", str(config_file), "--workdir", str(workdir)]
-
-
-def _environment():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-  env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-  return env
-
-
-def _wait_for_step(workdir, step, process, timeout=240):
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if process.poll() is not None:
-      pytest.fail(f"training ended (exit {process.returncode}) before step {step}")
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    if path.exists() and any(r["step"] >= step for r in _train_records(workdir)):
-      return
-    time.sleep(0.05)
-  pytest.fail(f"no step {step} within {timeout} s")
-
-
-def test_sigkill_and_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
-  config_file = write_config_file(dataset, tmp_path / "tiny.py")
-  env = _environment()
-  subprocess.run(_command(config_file, tmp_path / "straight"), env=env, cwd=REPO, check=True,
-                 capture_output=True)
-  kill_at = random.Random().randint(3, 10)  # of 12 steps; any step must work
-  process = subprocess.Popen(_command(config_file, tmp_path / "killed"), env=env, cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  _wait_for_step(tmp_path / "killed", kill_at, process)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  subprocess.run(_command(config_file, tmp_path / "killed"), env=env, cwd=REPO, check=True,
-                 capture_output=True)
-  want, got = _train_records(tmp_path / "straight"), _train_records(tmp_path / "killed")
-  assert [r["step"] for r in want] == list(range(1, 13))
-  assert got == want, f"killed at step {kill_at}"
-  for a, b in zip(_trainable(tmp_path / "killed"), _trainable(tmp_path / "straight")):
-    np.testing.assert_array_equal(a, b)
 
 
 def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, monkeypatch):
@@ -142,20 +87,21 @@ def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_pat
   assert manager.latest_step() == 2
   train.train_and_evaluate(config, tmp_path / "run")
   train.train_and_evaluate(config, tmp_path / "straight")
-  assert _train_records(tmp_path / "run") == _train_records(tmp_path / "straight")
-  for a, b in zip(_trainable(tmp_path / "run"), _trainable(tmp_path / "straight")):
+  assert references.train_records(tmp_path / "run") == references.train_records(tmp_path / "straight")
+  for a, b in zip(references.trained_params(tmp_path / "run"), references.trained_params(tmp_path / "straight")):
     np.testing.assert_array_equal(a, b)
 
 
-def test_nan_stops_training_and_keeps_the_last_good_checkpoint(dataset, tmp_path):
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(dataset, tmp_path, capsys):
   train.train_and_evaluate(_config(dataset, tmp_path, epochs=2), tmp_path / "run")  # checkpoints at 2, 4
-  good = _trainable(tmp_path / "run")
+  good = references.trained_params(tmp_path / "run")
   config = _config(dataset, tmp_path, epochs=4)
   config.optim.lr = math.nan
   with pytest.raises(train.NonFiniteLossError, match="step 5"):
     train.train_and_evaluate(config, tmp_path / "run", allow_config_change=True)
+  assert "\nresumed from step 4 of 8; compiling the train step... " in capsys.readouterr().out
   assert checkpoint.checkpoint_manager(tmp_path / "run", keep=3).latest_step() == 4
-  after = _trainable(tmp_path / "run")
+  after = references.trained_params(tmp_path / "run")
   for a, b in zip(after, good):
     assert np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
@@ -170,7 +116,7 @@ def test_missing_paths_fail_before_compiling(dataset, tmp_path):
   assert not (tmp_path / "run").exists()
 
 
-def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, tmp_path):
+def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, tmp_path, capsys):
   config = _config(dataset, tmp_path, epochs=2, eval_every_epochs=1)
   eval_spec = dict(list_file=str(dataset.frames_list), labels_csv=str(dataset.labels_csv))
   config.data.evals = {"val": common.dataset(name="val", role="val", **eval_spec),
@@ -180,6 +126,12 @@ def test_best_checkpoint_is_selected_on_validation_and_evaluates_again(dataset, 
   assert best["step"] in (2, 4) and best["val/top1"] == pytest.approx(
       max(r["values"]["top1"] for r in metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl")
           if r["split"] == "eval/val"))
+  # The console: a line per dataset and evaluation with its logged top-1, and where the best is.
+  out = capsys.readouterr().out
+  printed = re.findall(r"^eval step (\d+) \| (\w+): top-1 ([\d.]+)%", out, re.M)
+  assert printed == [(str(r["step"]), r["split"][5:], f"{r['values']['top1']:.2f}") for r in
+                     metrics.read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"].startswith("eval/")]
+  assert printed and f"best checkpoint {tmp_path / 'run' / 'best'} (step {best['step']}, val/top1 " in out
   assert (tmp_path / "run" / "plots" / "confusion_val_4.png").is_file()
   assert (tmp_path / "run" / "plots" / "curves.png").is_file()
   # --mode eval on the workdir scores its best checkpoint.

@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 
 from ezclip_jax import model as model_lib
+from tests import references
+from tests.references import EOT, TINY
 
-TINY = model_lib.ModelConfig(
-    embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=16,
-    vision_heads=2, context_length=77, vocab_size=1000, text_width=64, text_heads=2, text_layers=2,
-    num_frames=4)
-EOT = 999  # the largest id, as CLIP's end token is
 
 
 @functools.cache
@@ -101,16 +98,6 @@ def test_drop_path_rates_follow_official_linspace():
   np.testing.assert_allclose(model_lib.drop_path_rates(config), [0.1 * i / 11 for i in range(12)])
 
 
-def _random_variables(config, seed=0):
-  """Every tensor random, including the zero-initialised adapters and temporal embedding."""
-  variables = model_lib.init_variables(config, jax.random.key(seed))
-  flat, tree = jax.tree_util.tree_flatten_with_path(variables)
-  rng = np.random.default_rng(seed)
-  leaves = [np.float32(path[-1].key == "scale") + 0.05 * rng.standard_normal(x.shape, np.float32)
-            for path, x in flat]
-  return jax.tree_util.tree_unflatten(tree, leaves)
-
-
 def _video(batch, config, seed=0):
   res = config.image_resolution
   return np.random.default_rng(seed).standard_normal((batch, config.num_frames, res, res, 3), np.float32)
@@ -120,14 +107,14 @@ def test_frame_order_matters_only_through_the_temporal_parts():
   video = _video(2, TINY)
   perm = np.array([2, 0, 3, 1])
   frame_only = dataclasses.replace(TINY, use_prompts=False)
-  variables = _random_variables(frame_only)
+  variables = references.random_variables(frame_only)
   variables["params"]["visual"]["temporal_embedding"] = jnp.zeros_like(
       variables["params"]["visual"]["temporal_embedding"])
   out = encode_video(frame_only, variables, video)
   out_perm = encode_video(frame_only, variables, video[:, perm])
   np.testing.assert_allclose(out_perm, out[:, perm], rtol=1e-5, atol=1e-6)
 
-  variables = _random_variables(TINY)
+  variables = references.random_variables(TINY)
   out = encode_video(TINY, variables, video)
   out_perm = encode_video(TINY, variables, video[:, perm])
   assert np.abs(np.asarray(out_perm) - np.asarray(out)[:, perm]).max() > 1e-3
@@ -138,7 +125,7 @@ def test_videos_in_a_batch_do_not_interact(variant):
   # The official T-Adapter reshapes frames of different videos together when
   # B > 1; ours must give each video the same result alone or in a batch.
   config = dataclasses.replace(TINY, **variant)
-  variables = _random_variables(config)
+  variables = references.random_variables(config)
   video = _video(3, config)
   together = encode_video(config, variables, video)
   alone = jnp.concatenate([encode_video(config, variables, video[i:i + 1]) for i in range(3)])
@@ -146,7 +133,7 @@ def test_videos_in_a_batch_do_not_interact(variant):
 
 
 def test_text_features_ignore_tokens_after_the_end_token():
-  variables = _random_variables(TINY)
+  variables = references.random_variables(TINY)
   ids = np.zeros((2, 77), np.int32)
   ids[:, :4] = [998, 320, 125, EOT]
   ids[1, 10:20] = 555  # after EOT: invisible to the causal attention at the EOT position
@@ -156,7 +143,7 @@ def test_text_features_ignore_tokens_after_the_end_token():
 
 def test_dropout_only_in_training():
   config = dataclasses.replace(TINY, drop_path_rate=0.5, prompt_dropout=0.5)
-  variables = _random_variables(config)
+  variables = references.random_variables(config)
   video = _video(2, config)
   a = encode_video(config, variables, video, seed=0)
   b = encode_video(config, variables, video, seed=1)
@@ -166,7 +153,7 @@ def test_dropout_only_in_training():
 
 
 def test_remat_changes_nothing_numerically():
-  variables = _random_variables(TINY)
+  variables = references.random_variables(TINY)
   video = _video(2, TINY)
 
   def loss(params, config):
@@ -181,7 +168,7 @@ def test_remat_changes_nothing_numerically():
 
 
 def test_bfloat16_compute_stays_close_to_float32():
-  variables = _random_variables(TINY)
+  variables = references.random_variables(TINY)
   video = _video(2, TINY)
   out32 = encode_video(TINY, variables, video)
   out16 = encode_video(dataclasses.replace(TINY, dtype="bfloat16"), variables, video)

@@ -10,8 +10,7 @@ import pytest
 from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
-from tests import test_model
-from tests import test_step
+from tests import references
 
 
 def test_schedule_is_the_official_warmup_cosine():
@@ -54,14 +53,14 @@ def test_staircase_reproduces_the_official_loop():
   official_per_step = _official_loop_lrs(lr, warmup_epochs, epochs, per_epoch, every=1)
   np.testing.assert_allclose([float(per_step(t)) for t in range(epochs * per_epoch)], official_per_step,
                              rtol=1e-5, atol=1e-9)
-  config = test_step._optim_config()
+  config = references.optim_config()
   config.lr_staircase_every = 10
   with pytest.raises(ValueError, match="lr_staircase_every=10 needs the steps per epoch"):
     optim.make_optimizer(config, total_steps=10, warmup_steps=1)
 
 
 def test_split_follows_the_official_name_filter():
-  params = test_model._random_variables(test_model.TINY)["params"]
+  params = references.random_variables(references.TINY)["params"]
   trainable, frozen = optim.split_params(params, optim.DEFAULT_TRAINABLE)
   names = lambda tree: {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
   assert all("prompt" in n or "Adapter" in n for n in names(trainable))
@@ -73,18 +72,18 @@ def test_split_follows_the_official_name_filter():
 
 
 def _steps(optim_overrides=None, model_overrides=None, steps=2):
-  config = dataclasses.replace(test_step.CONFIG, **(model_overrides or {}))
-  optim_config = test_step._optim_config()
+  config = dataclasses.replace(references.TINY_WITH_DROPOUT, **(model_overrides or {}))
+  optim_config = references.optim_config()
   optim_config.update(optim_overrides or {})
   mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
   tx = optim.make_optimizer(optim_config, total_steps=10, warmup_steps=0)  # lr > 0 from the first update
-  params = test_model._random_variables(config)["params"]
-  train_step = step_lib.create_train_step(config, tx, mesh, params, trainable_patterns=test_step.TRAINABLE)
+  params = references.random_variables(config)["params"]
+  train_step = step_lib.create_train_step(config, tx, mesh, params, trainable_patterns=optim.DEFAULT_TRAINABLE)
   state = train_step.state
   before = jax.device_get(state.trainable)
   states = []
   for i in range(steps):
-    state, _ = train_step.step(state, test_step._batch(i))
+    state, _ = train_step.step(state, references.train_batch(config, i))
     states.append(jax.device_get(state))
   return before, states
 

@@ -23,11 +23,7 @@ from ezclip_jax import model as model_lib
 from tests import references
 
 TOLERANCE = 1e-5
-# Head width 64 like every OpenAI CLIP, so the converter can infer the heads.
-TINY = model_lib.ModelConfig(
-    embed_dim=64, image_resolution=32, vision_layers=2, vision_width=128, vision_patch_size=8,
-    vision_heads=2, context_length=16, vocab_size=500, text_width=128, text_heads=2, text_layers=2,
-    num_frames=4)
+TINY = references.CONVERTIBLE_TINY
 
 
 def max_relative_error(got, want) -> float:

@@ -13,7 +13,6 @@ import pathlib
 import subprocess
 import sys
 
-import av
 import jax
 import numpy as np
 import pytest
@@ -26,12 +25,11 @@ from ezclip_jax import model as model_lib
 from ezclip_jax import predict
 from ezclip_jax import text_prompts
 from ezclip_jax import tokenizer
+from tests.references import CLIP_MEAN, CLIP_STD, decoded_frames, eval_clip
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = dataclasses.replace(model_lib.TINY, num_frames=4)
 LABELS = ("archery", "juggling", "playing_guitar")
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
 
 
 def _perturbed(params, seed: int, keep=lambda path: False):
@@ -71,30 +69,6 @@ def media(tmp_path_factory) -> pathlib.Path:
   _write_folder(root / "folder", _texture(rng, 10, 72, 56))
   (root / "bad.mp4").write_bytes(b"not a video at all " * 50)
   return root
-
-
-def decoded_frames(path: pathlib.Path) -> np.ndarray:
-  """Every frame of a video (PyAV, in order) or a frame folder (PIL, by frame number), uint8 `[N, H, W, 3]`."""
-  if path.is_dir():
-    files = sorted(path.glob("*.jpg"), key=lambda p: int("".join(filter(str.isdigit, p.name))))
-    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])
-  with av.open(str(path)) as container:
-    return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-
-
-def eval_clip(frames: np.ndarray, num_frames: int, size: int) -> np.ndarray:
-  """The official evaluation view: segment centres, bicubic short side to 256/224 * size, centre crop."""
-  n = len(frames)
-  indices = [int(i * n / num_frames + (n / num_frames - 1) / 2) for i in range(num_frames)]
-  short = round(size * 256 / 224)
-  out = []
-  for frame in frames[indices]:
-    h, w = frame.shape[:2]
-    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    image = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BICUBIC))
-    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
-    out.append(image[top:top + size, left:left + size])
-  return np.stack(out)
 
 
 def _reference_probabilities(directory, path: pathlib.Path, labels) -> np.ndarray:

@@ -7,6 +7,7 @@ checkpoints every 2 steps. One uninterrupted run is the reference of all tests.
 
 import json
 import pathlib
+import random
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from data import synthetic
 from ezclip_jax import metrics
+from tests import references
 from tests import test_main
 
 VALIDATION = """
@@ -58,8 +60,9 @@ def _args(config_file, workdir) -> list[str]:
 
 
 def _start(config_file, workdir, prefix=("-m", "ezclip_jax.main")) -> subprocess.Popen:
-  return subprocess.Popen([sys.executable, *prefix, *_args(config_file, workdir)], env=test_main._environment(),
-                          cwd=test_main.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen([sys.executable, *prefix, *_args(config_file, workdir)],
+                          env=references.subprocess_environment(), cwd=test_main.REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -88,13 +91,13 @@ def _evals(workdir) -> list[tuple[int, float]]:
 
 
 def _assert_same_run(got, want) -> None:
-  assert test_main._train_records(got) == test_main._train_records(want)
+  assert references.train_records(got) == references.train_records(want)
   assert _evals(got) == _evals(want)
   got_best, want_best = _best(got), _best(want)
   assert got_best[0] == want_best[0]
   for a, b in zip(got_best[1], want_best[1], strict=True):
     np.testing.assert_array_equal(a, b)
-  for a, b in zip(test_main._trainable(got), test_main._trainable(want), strict=True):
+  for a, b in zip(references.trained_params(got), references.trained_params(want), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
@@ -126,15 +129,27 @@ def _sigterm_at_step_5(config_file, workdir) -> None:
   assert time.monotonic() - sent < 60
   reached = max(r["step"] for r in _train_records(workdir))
   assert 5 <= reached < 12
-  assert output.splitlines()[-1] == (f"Stopped by SIGTERM after step {reached} of 12: saved "
-                                     f"{workdir / 'checkpoints' / str(reached)}; rerun the same command to resume.")
+  assert (f"Stopped by SIGTERM after step {reached} of 12: saved {workdir / 'checkpoints' / str(reached)}; "
+          "rerun the same command to resume.") in output.splitlines(), output[-3000:]
   assert ocp.CheckpointManager((workdir / "checkpoints").absolute()).latest_step() == reached
   assert {"data", "state"} <= {p.name for p in (workdir / "checkpoints" / str(reached)).iterdir()}
   assert not (workdir / "lock").exists()
 
 
 def _train_records(workdir) -> list[dict]:
-  return test_main._train_records(workdir) if (workdir / "metrics.jsonl").exists() else []
+  return references.train_records(workdir) if (workdir / "metrics.jsonl").exists() else []
+
+
+def test_sigkill_and_rerun_equals_an_uninterrupted_run(config_file, straight, tmp_path):
+  kill_at = random.Random().randint(3, 10)  # of 12 steps; any step must work
+  process = _start(config_file, tmp_path / "killed")
+  _wait_for(lambda: any(r["step"] >= kill_at for r in _train_records(tmp_path / "killed")), process,
+            f"step {kill_at}")
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  _finish(_start(config_file, tmp_path / "killed"))
+  assert [r["step"] for r in _train_records(straight)] == list(range(1, 13))
+  _assert_same_run(tmp_path / "killed", straight)
 
 
 def test_killed_and_preempted_runs_resume_to_the_uninterrupted_one(config_file, straight, tmp_path):

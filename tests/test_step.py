@@ -13,36 +13,20 @@ from ezclip_jax import optim
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
 from ezclip_jax import transforms
-from tests import test_model
+from tests import references
 
-CONFIG = dataclasses.replace(test_model.TINY, drop_path_rate=0.1, prompt_dropout=0.1)
+CONFIG = references.TINY_WITH_DROPOUT
 TRAINABLE = optim.DEFAULT_TRAINABLE
 
 
 def _batch(seed=0, batch=8):
-  rng = np.random.default_rng(seed)
-  res = CONFIG.image_resolution
-  text = np.zeros((batch, CONFIG.context_length), np.int32)
-  text[:, 0] = 998
-  text[:, 1:5] = rng.integers(1, 990, (batch, 4))
-  text[:, 5] = test_model.EOT
-  video = rng.integers(0, 256, (batch, CONFIG.num_frames, res, res, 3), dtype=np.uint8)
-  jitter, gray = transforms.RandomColorJitter(), transforms.RandomGrayscale(p=0.5)
-  color = np.stack([gray.random_map(jitter.random_map({"frames": clip}, rng), rng)["color"] for clip in video])
-  return {"video": video, "color": color, "label": np.array([0, 1, 2, 3, 0, 1, 0, 2][:batch], np.int32),
-          "text": text}
-
-
-def _optim_config():
-  config = common.get_config().optim
-  config.lr = 1e-3
-  return config
+  return references.train_batch(CONFIG, seed, batch)
 
 
 def _run_steps(mesh_shape, devices, steps=2):
   mesh = sharding.make_mesh(mesh_shape, devices)
-  tx = optim.make_optimizer(_optim_config(), total_steps=10, warmup_steps=1)
-  params = test_model._random_variables(CONFIG)["params"]
+  tx = optim.make_optimizer(references.optim_config(), total_steps=10, warmup_steps=1)
+  params = references.random_variables(CONFIG)["params"]
   train_step = step_lib.create_train_step(CONFIG, tx, mesh, params, trainable_patterns=TRAINABLE)
   state = train_step.state
   losses = []
@@ -69,7 +53,7 @@ def test_sharded_steps_equal_single_device(single_device_run, mesh_shape):
 
 def test_only_trainable_parameters_change(single_device_run):
   _, state = single_device_run
-  before = test_model._random_variables(CONFIG)["params"]
+  before = references.random_variables(CONFIG)["params"]
   trainable, frozen = optim.split_params(before, TRAINABLE)
   for got, want in zip(jax.tree.leaves(state.frozen), jax.tree.leaves(frozen)):
     np.testing.assert_array_equal(got, want)
@@ -92,7 +76,7 @@ def test_frozen_parameters_are_not_in_the_optimizer_state(single_device_run):
 
 
 def test_batch_without_colour_equals_identity_colour():
-  params = test_model._random_variables(CONFIG)["params"]
+  params = references.random_variables(CONFIG)["params"]
   model = model_lib.EZCLIP(CONFIG)
   batch = _batch()
   identity = {**batch, "color": np.tile(transforms.NO_COLOR_CHANGE, batch["color"].shape[:2] + (1,))}
@@ -118,7 +102,7 @@ def test_colour_jitter_adds_little_memory_traffic_to_the_tpu_step():
   # bytes per input byte here): 1.2% of the ViT-B/16 step's bytes and 0.05% of its FLOPs.
   mesh = sharding.make_mesh((-1, 1, 1), _tpu_devices("v5e:2x2"))
   config = dataclasses.replace(model_lib.TINY, dtype="bfloat16")  # 8 frames of 64x64
-  tx = optim.make_optimizer(_optim_config(), total_steps=10, warmup_steps=1)
+  tx = optim.make_optimizer(references.optim_config(), total_steps=10, warmup_steps=1)
   costs = {}
   for color in (False, True):
     train_step = step_lib.create_train_step(config, tx, mesh, color=color)

@@ -10,7 +10,6 @@ import re
 import shutil
 import sys
 
-import av
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -21,6 +20,7 @@ from data import synthetic
 from data import tfds_builders
 from ezclip_jax import tfds_source
 from ezclip_jax import video_io
+from tests import references
 
 NUM_FRAMES = 12
 CLASSES = ("moving_left", "moving_right", "growing", "shrinking")
@@ -30,11 +30,6 @@ CLASSES = ("moving_left", "moving_right", "growing", "shrinking")
 def motion(tmp_path_factory):
   return synthetic.make_dataset(tmp_path_factory.mktemp("motion"), videos_per_class=2, num_frames=NUM_FRAMES,
                                 classes=CLASSES, frames=True, videos=True)
-
-
-def _decode_mp4(path) -> np.ndarray:
-  with av.open(str(path)) as container:
-    return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]).astype(np.float32)
 
 
 def _read_folder(directory, num_frames) -> np.ndarray:
@@ -78,7 +73,7 @@ def test_video_list_reads_back_the_frames(tmp_path, motion):
     assert record["num_frames"] == NUM_FRAMES == len(record["frames_jpeg"])
     frames = source.read_frames(record, np.arange(NUM_FRAMES)).astype(np.float32)
     assert frames.shape == (NUM_FRAMES, 64, 64, 3)
-    decoded = _decode_mp4(motion.root / "videos" / class_name / f"{video_id}.mp4")
+    decoded = references.decode_video(motion.root / "videos" / class_name / f"{video_id}.mp4").astype(np.float32)
     assert np.abs(frames - decoded).mean() < 3  # only our JPEG re-encoding separates them
     folder = _read_folder(motion.root / "frames" / video_id, NUM_FRAMES)
     # The mp4 (yuv420) and the folder JPEGs are two lossy copies of one clip: each stored
@@ -120,7 +115,7 @@ def test_resize_and_frame_rate(tmp_path, motion):
   # 25 fps thinned to 12.5 keeps every second frame: 0, 2, ..., 10.
   assert record["num_frames"] == NUM_FRAMES // 2
   frames = source.read_frames(record, np.arange(record["num_frames"])).astype(np.float32)
-  decoded = _decode_mp4(motion.root / "videos" / class_name / f"{record['video_id']}.mp4").astype(np.uint8)
+  decoded = references.decode_video(motion.root / "videos" / class_name / f"{record['video_id']}.mp4")
   halved = np.stack([np.asarray(Image.fromarray(f).resize((32, 32), Image.BILINEAR)) for f in decoded])
   halved = halved.astype(np.float32)
   assert frames.shape == (NUM_FRAMES // 2, 32, 32, 3)

@@ -22,7 +22,7 @@ from ezclip_jax import checkpoint
 from ezclip_jax import load_pretrained
 from ezclip_jax import model as model_lib
 from ezclip_jax import visualize
-from tests.test_predict import CLIP_MEAN, CLIP_STD, decoded_frames, eval_clip
+from tests.references import CLIP_MEAN, CLIP_STD, decoded_frames, eval_clip
 
 NUM_FRAMES = 6
 VARIANTS = {
