@@ -46,6 +46,7 @@ def collection(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("collection")
   for i, name in enumerate(GOOD):
     synthetic.write_video(root / name, _frames(i))
+  synthetic.write_video(root / "one_frame.mp4", _frames(7, 1))  # short: embedded, its one frame T times
   (root / "corrupt.mp4").write_bytes(b"not a video at all " * 50)
   (root / "empty.mp4").write_bytes(b"")
   return root
@@ -93,7 +94,7 @@ def test_pooled_embedding_matches_a_hand_computation(ckpt, collection, reference
 
 def test_bad_inputs_are_recorded_and_the_others_embedded(collection, reference_index):
   entries = embed.read_manifest(reference_index)
-  assert sorted(entries) == sorted(str(collection / n) for n in GOOD + ["corrupt.mp4", "empty.mp4"])
+  assert sorted(entries) == sorted(str(collection / n) for n in GOOD + ["one_frame.mp4", "corrupt.mp4", "empty.mp4"])
   assert entries[str(collection / "empty.mp4")]["error"] == (
       f"Unreadable video {collection / 'empty.mp4'}: the file is empty (0 bytes).")
   assert entries[str(collection / "corrupt.mp4")]["error"].startswith(
@@ -102,6 +103,8 @@ def test_bad_inputs_are_recorded_and_the_others_embedded(collection, reference_i
     entry = entries[str(collection / name)]
     assert entry["error"] is None and entry["duration"] == pytest.approx(0.64) and entry["num_windows"] == 3
     assert entry["size"] == os.path.getsize(collection / name)
+  short = entries[str(collection / "one_frame.mp4")]
+  assert short["error"] is None and short["duration"] == pytest.approx(0.04) and short["num_windows"] == 1
 
 
 def test_kill_9_and_rerun_resumes_without_recomputing(ckpt, collection, reference_index, tmp_path, capsys):
@@ -128,7 +131,7 @@ def test_kill_9_and_rerun_resumes_without_recomputing(ckpt, collection, referenc
   written = {p: os.stat(index / "embeddings" / e["file"]).st_mtime_ns for p, e in first.items()}
 
   assert _embed(*args) == 1
-  assert "2 of 7 videos already embedded unchanged" in capsys.readouterr().err
+  assert "2 of 8 videos already embedded unchanged" in capsys.readouterr().err
   lines = _manifest_lines(index)
   assert sorted(e["path"] for e in lines) == sorted(embed.read_manifest(reference_index))  # each video once
   assert {p: os.stat(index / "embeddings" / e["file"]).st_mtime_ns for p, e in first.items()} == written
@@ -161,7 +164,7 @@ def test_processes_split_the_collection_and_the_index_merges(ckpt, collection, r
   per_process = [[json.loads(l)["path"] for l in (index / f"manifest-0000{p}.jsonl").read_text().splitlines()]
                  for p in (0, 1)]
   assert sorted(per_process[0] + per_process[1]) == sorted(embed.read_manifest(reference_index))
-  assert len(per_process[0]) == 4 and len(per_process[1]) == 3
+  assert len(per_process[0]) == len(per_process[1]) == 4
   want, got = _arrays(reference_index), _arrays(index)
   assert sorted(got) == sorted(want)
   for path in want:
