@@ -162,13 +162,15 @@ def _load_from_workdir(workdir: pathlib.Path) -> tuple[model_lib.EZCLIP, dict]:
   if (workdir / BEST_DIR / PARAMS_DIR).is_dir():
     trainable = _restore_params(workdir / BEST_DIR / PARAMS_DIR, initial_trainable)
   else:
-    manager = ocp.CheckpointManager((workdir / CHECKPOINTS_DIR).absolute(), item_names=("state",),
-                                    options=ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                                                        save_interval_steps=0))
     target = {"trainable": initial_trainable}
-    restore_args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-    trainable = _restore_newest_intact(manager, restore_args, workdir)["state"]["trainable"]
+    state_args = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True)
+    # Read with a checkpointer, not a (read-only) CheckpointManager, which warns on every load.
+    directory = (workdir / CHECKPOINTS_DIR).absolute()
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
+    restore = lambda step: {"state": ocp.PyTreeCheckpointer().restore(directory / str(step) / "state",
+                                                                      args=state_args)}
+    trainable = _restore_newest_intact(steps, restore, directory, ("state",), workdir)["state"]["trainable"]
   return model, {"params": optim.merge_params(trainable, frozen)}
 
 
@@ -185,13 +187,15 @@ def _damage(step_dir: pathlib.Path, items, error: Exception) -> str:
   return f"{type(error).__name__}: {lines[0][:200] if lines else 'unreadable'}"
 
 
-def _restore_newest_intact(manager: ocp.CheckpointManager, args, workdir: pathlib.Path,
+def _restore_newest_intact(steps, restore, directory: pathlib.Path, items, workdir: pathlib.Path,
                            on_damaged=None) -> dict:
   """Restores the newest checkpoint that reads back, warning (one line) about each damaged newer one.
 
   Args:
-    manager: over WORKDIR/checkpoints.
-    args: the orbax restore args.
+    steps: the checkpointed steps.
+    restore: step -> the restored items.
+    directory: WORKDIR/checkpoints.
+    items: the item names (sub-directories) a checkpoint must have.
     workdir: for the messages.
     on_damaged: called with the directory of each damaged checkpoint before the next older is
       tried; returns where it moved it (or None).
@@ -202,7 +206,7 @@ def _restore_newest_intact(manager: ocp.CheckpointManager, args, workdir: pathli
   Raises:
     NoCheckpointError: there is no checkpoint, or none is intact.
   """
-  steps = sorted(manager.all_steps(), reverse=True)
+  steps = sorted(steps, reverse=True)
   if not steps:
     raise NoCheckpointError(f"{workdir} has no trained parameters: {workdir / BEST_DIR} and "
                             f"{workdir / CHECKPOINTS_DIR}/<step> are missing. Train it first, or pass "
@@ -210,10 +214,10 @@ def _restore_newest_intact(manager: ocp.CheckpointManager, args, workdir: pathli
   damaged = []
   for step in steps:
     try:
-      return manager.restore(step, args=args)
+      return restore(step)
     except Exception as e:  # orbax and tensorstore raise many types for unreadable files.
-      step_dir = pathlib.Path(manager.directory) / str(step)
-      damage = _damage(step_dir, args.keys(), e)
+      step_dir = directory / str(step)
+      damage = _damage(step_dir, items, e)
       damaged.append(f"{step_dir} ({damage})")
       moved = on_damaged(step_dir) if on_damaged is not None else None
       if step != steps[-1]:
@@ -294,7 +298,9 @@ def restore_checkpoint(manager: ocp.CheckpointManager, state, data_iterator, wor
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), _state_items(state))
   args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                             data=grain.checkpoint.CheckpointRestore(data_iterator))
-  restored = _restore_newest_intact(manager, args, workdir, on_damaged=lambda d: _move_aside(d, workdir))
+  restored = _restore_newest_intact(manager.all_steps(), lambda step: manager.restore(step, args=args),
+                                    pathlib.Path(manager.directory), ("state", "data"), workdir,
+                                    on_damaged=lambda d: _move_aside(d, workdir))
   manager.reload()
   return state.replace(**restored["state"])
 

@@ -66,13 +66,15 @@ def is_frame_folder(path: str | os.PathLike) -> bool:
   return path.is_dir() and any(p.suffix.lower() in JPEG_SUFFIXES and p.is_file() for p in path.iterdir())
 
 
-def find_videos(paths: Sequence[str | os.PathLike]) -> list[str]:
-  """Expands directories into the videos below them.
+def find_videos(paths: Sequence[str | os.PathLike], duplicates: list[tuple[str, str]] | None = None) -> list[str]:
+  """Expands directories into the videos below them, each file once.
 
   Args:
     paths: video files, frame folders and directories. A file named here is read whatever
       its extension; inside directories only files with a `video_io.VIDEO_EXTENSIONS`
       extension count, and subdirectories holding JPEG files are frame folders.
+    duplicates: if given, receives `(path, first path)` for every path that leads to a file or
+      folder already found (a symlink, a symlink loop, a path given twice); those are left out.
 
   Returns:
     Video files and frame folders, each directory's in sorted order.
@@ -80,29 +82,47 @@ def find_videos(paths: Sequence[str | os.PathLike]) -> list[str]:
   Raises:
     UsageError: a path does not exist, or a directory holds no video.
   """
-  found = []
+  found: dict[str, str] = {}  # real path -> the path it was first found as
+  repeats = [] if duplicates is None else duplicates
   for path in map(pathlib.Path, paths):
     if not path.exists():
       raise UsageError(f"No such file or directory: {path}")
     if path.is_dir() and not is_frame_folder(path):
-      below = _walk(path)
-      if not below:
+      before = len(found) + len(repeats)
+      _walk(path, found, repeats, set())
+      if len(found) + len(repeats) == before:
         raise UsageError(f"{path} holds no video files ({', '.join(video_io.VIDEO_EXTENSIONS)}) and no folders "
                          "of JPEG frames.")
-      found += below
     else:
-      found.append(str(path))
-  return found
+      _add(path, found, repeats)
+  return list(found.values())
 
 
-def _walk(directory: pathlib.Path) -> list[str]:
-  found = []
+def _add(path: pathlib.Path, found: dict[str, str], repeats: list[tuple[str, str]]) -> None:
+  real = os.path.realpath(path)
+  if real in found:
+    repeats.append((str(path), found[real]))
+  else:
+    found[real] = str(path)
+
+
+def _walk(directory: pathlib.Path, found: dict[str, str], repeats: list[tuple[str, str]], visiting: set[str]) -> None:
+  visiting = visiting | {os.path.realpath(directory)}
   for path in sorted(directory.iterdir()):
-    if path.is_dir():
-      found += [str(path)] if is_frame_folder(path) else _walk(path)
-    elif path.suffix.lower() in video_io.VIDEO_EXTENSIONS:
-      found.append(str(path))
-  return found
+    if path.is_dir() and not is_frame_folder(path):
+      if os.path.realpath(path) in visiting:  # a symlink back up the tree
+        repeats.append((str(path), os.path.realpath(path)))
+      else:
+        _walk(path, found, repeats, visiting)
+    elif path.is_dir() or path.suffix.lower() in video_io.VIDEO_EXTENSIONS:
+      _add(path, found, repeats)
+
+
+def duplicates_warning(duplicates: Sequence[tuple[str, str]]) -> str:
+  """One line about the paths `find_videos` left out."""
+  path, first = duplicates[0]
+  return (f"warning: {len(duplicates)} path{'' if len(duplicates) == 1 else 's'} led to a video or folder already "
+          f"found (symlinks or repeated arguments), each video is scored once: e.g. {path} is {first}.")
 
 
 # Kept here for callers of `predict.frame_folder_layout`.
@@ -289,6 +309,19 @@ def text_features(model: model_lib.EZCLIP, variables: Any, class_names: Sequence
   return TextFeatures(features, path)
 
 
+def overlong_warnings(class_names: Sequence[str], descriptions_csv: str | os.PathLike | None,
+                      context_length: int) -> list[str]:
+  """A line per class whose texts are longer than the text tower reads (they are cut, silently otherwise)."""
+  prompts = text_prompts.build_prompts(class_names, descriptions_csv, context_length=context_length, truncate=True)
+  return [f"warning: class {class_names[c]!r}: the text {_shorten(text)!r} is {length} tokens, more than the "
+          f"model's {context_length}; it is cut, so classes that differ only after token {context_length} score "
+          "alike." for c, (text, length) in sorted(text_prompts.overlong_texts(prompts.texts, context_length).items())]
+
+
+def _shorten(text: str, width: int = 60) -> str:
+  return text if len(text) <= width else text[:width - 3] + "..."
+
+
 # ---------------------------------------------------------------------------- prediction
 
 
@@ -430,8 +463,11 @@ def _parser() -> argparse.ArgumentParser:
   labels = parser.add_mutually_exclusive_group(required=True)
   labels.add_argument("--labels", help='comma-separated class names, e.g. "archery,juggling"')
   labels.add_argument("--label-file", help="one class name per line, or a label CSV with an 'id,name' header")
-  parser.add_argument("--descriptions", help="LLM description CSV (SNo,Class Name,description) instead of the "
-                                             "16 templates")
+  texts = parser.add_mutually_exclusive_group()
+  texts.add_argument("--descriptions", help="LLM description CSV (SNo,Class Name,description) instead of the 16 "
+                                            "templates (default: what a training workdir's model was trained with)")
+  texts.add_argument("--templates", action="store_true",
+                     help="the 16 templates, even for a workdir whose model was trained with descriptions")
   parser.add_argument("--top-k", type=int, default=5, help="classes shown per video (default 5)")
   parser.add_argument("--json", action="store_true", help="print a JSON list, one object per video")
   # Unreadable videos are reported in the output, not logged as well.
@@ -474,9 +510,55 @@ def _load(args: argparse.Namespace) -> tuple[tuple[str, ...], list[str], model_l
   class_names = parse_labels(args.labels) if args.labels is not None else read_label_file(args.label_file)
   if args.descriptions is not None and not os.path.isfile(args.descriptions):
     raise UsageError(f"--descriptions: no such file {args.descriptions}")
-  videos = find_videos(args.inputs)
+  duplicates = []
+  videos = find_videos(args.inputs, duplicates)
+  if duplicates:
+    print(duplicates_warning(duplicates), file=sys.stderr)
   model, variables = load_checkpoint(args.checkpoint)
+  args.descriptions = training_descriptions(args.checkpoint, args.descriptions, args.templates, class_names)
   return class_names, videos, model, variables
+
+
+def training_descriptions(checkpoint_dir: str, descriptions: str | None, templates: bool,
+                          class_names: Sequence[str]) -> str | None:
+  """The description CSV to score with: the one given, else the one the workdir's model was trained with.
+
+  A training records its class texts in WORKDIR/text_setup.json (`text_prompts.save_setup`).
+  Scoring with other texts than training's works worse (the demo: 7/64 right with templates,
+  64/64 with its descriptions), so every mismatch is said on stderr.
+  """
+  setup = text_prompts.load_setup(checkpoint_dir)
+  if setup is None:
+    return descriptions
+  if descriptions is not None:
+    if setup["texts"] == "templates":
+      print(f"warning: {checkpoint_dir} was trained with the 16 templates; scoring with --descriptions "
+            f"{descriptions} instead.", file=sys.stderr)
+    return descriptions
+  trained = setup["descriptions"]
+  if setup["texts"] == "templates" or templates:
+    if trained is not None:
+      print(f"warning: {checkpoint_dir} was trained with the descriptions in {trained}; scoring with the 16 "
+            "templates (--templates) instead.", file=sys.stderr)
+    return None
+  problem = _descriptions_problem(trained, class_names)
+  if problem is None:
+    print(f"note: using the descriptions {checkpoint_dir} was trained with: {trained} (--templates for the 16 "
+          "templates).", file=sys.stderr)
+    return trained
+  print(f"warning: {checkpoint_dir} was trained with the descriptions in {trained}, but {problem}; scoring with "
+        "the 16 templates, which it was not trained with (pass --descriptions).", file=sys.stderr)
+  return None
+
+
+def _descriptions_problem(path: str, class_names: Sequence[str]) -> str | None:
+  if not os.path.isfile(path):
+    return "that file is gone"
+  try:
+    text_prompts.read_descriptions(path, class_names)
+  except KeyError as e:
+    return e.args[0].rstrip(".")
+  return None
 
 
 def load_checkpoint(directory: str) -> tuple[model_lib.EZCLIP, Any]:
@@ -509,6 +591,8 @@ def _predict(args: argparse.Namespace) -> int:
   if texts.cache_file is not None:
     print(f"class text features {'read from' if texts.from_cache else 'cached in'} {texts.cache_file}",
           file=sys.stderr)
+  for line in overlong_warnings(class_names, args.descriptions, model.config.context_length):
+    print(line, file=sys.stderr)
   if args.timeline:
     return _timelines(args, model, variables, videos, class_names, texts.embeddings)
   predictions = score_videos(model, variables, videos, texts.embeddings, batch_size=args.batch_size,

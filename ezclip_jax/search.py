@@ -6,7 +6,8 @@
 Search ranks videos (or, with --windows, windows) by cosine similarity between their pooled
 embedding and the query's text features: the mean over the 16 templates of the cosine with
 each, or, with --descriptions, the query's description when the query is a class of that CSV
-and the query as it is otherwise. Labelling gives each video (window) its top-k classes with
+and the query as it is otherwise (a training workdir's own descriptions by default, as
+predict uses them). Labelling gives each video (window) its top-k classes with
 exactly the probabilities predict gives (`evaluate.class_probabilities` on the stored
 embedding, the class texts as predict builds them).
 
@@ -16,6 +17,7 @@ the index. Exit status: 0 done, 2 usage error (including an index of another mod
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -105,7 +107,10 @@ def _parser() -> argparse.ArgumentParser:
   labels = parser.add_mutually_exclusive_group()
   labels.add_argument("--labels", help="label every video with these comma-separated class names")
   labels.add_argument("--label-file", help="label every video: one class name per line, or an 'id,name' CSV")
-  parser.add_argument("--descriptions", help="LLM description CSV (SNo,Class Name,description)")
+  texts = parser.add_mutually_exclusive_group()
+  texts.add_argument("--descriptions", help="LLM description CSV (SNo,Class Name,description); default: the one "
+                                            "the model was trained with, if any")
+  texts.add_argument("--templates", action="store_true", help="the 16 templates, whatever the model was trained with")
   parser.add_argument("--windows", action="store_true", help="rank or label windows instead of whole videos")
   parser.add_argument("--top-k", type=int, default=None, help="results (default 10) or classes per video (5)")
   parser.add_argument("--json", action="store_true", help="print JSON")
@@ -137,17 +142,31 @@ def _search(args: argparse.Namespace) -> int:
     class_names = predict.parse_labels(args.labels) if args.labels is not None else predict.read_label_file(
         args.label_file)
   rows, vectors, failed = index_rows(args.index, args.windows)
-  model, variables, _ = load_model(args.index, args.checkpoint)
+  model, variables, checkpoint_dir = load_model(args.index, args.checkpoint)
   if labelling:
+    # The texts predict would use for this checkpoint, so the probabilities are predict's.
+    descriptions = predict.training_descriptions(checkpoint_dir, args.descriptions, args.templates, class_names)
     cache_dir = None if args.no_cache else (args.cache_dir or predict.default_cache_dir())
-    texts = predict.text_features(model, variables, class_names, args.descriptions, cache_dir)
+    texts = predict.text_features(model, variables, class_names, descriptions, cache_dir)
     probs = label_probabilities(vectors, texts.embeddings) if len(vectors) else np.zeros((0, len(class_names)))
     print(_labels_output(rows, probs, failed, class_names, min(args.top_k or 5, len(class_names)), args.json))
   else:
-    scores = similarities(model, variables, vectors, query_texts(args.query, args.descriptions))
+    descriptions = None if args.templates else args.descriptions or _trained_descriptions(checkpoint_dir)
+    scores = similarities(model, variables, vectors, query_texts(args.query, descriptions))
     order = np.argsort(-scores, kind="stable")[:args.top_k or 10]
     print(_search_output([rows[i] | {"similarity": float(scores[i])} for i in order], args.json))
   return EXIT_OK
+
+
+def _trained_descriptions(checkpoint_dir: str) -> str | None:
+  """The description CSV the checkpoint's training used (`text_prompts.save_setup`), if it is still there."""
+  setup = text_prompts.load_setup(checkpoint_dir)
+  trained = setup and setup["descriptions"]
+  if trained and os.path.isfile(trained):
+    print(f"note: queries that name a class of {trained} (which {checkpoint_dir} was trained with) use its "
+          "description (--templates for the 16 templates).", file=sys.stderr)
+    return trained
+  return None
 
 
 def _labels_output(rows, probs, failed, class_names, top_k: int, as_json: bool) -> str:

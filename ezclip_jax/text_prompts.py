@@ -11,7 +11,10 @@ evaluation averages the class softmax over the texts (`ensemble_probabilities`).
 import csv
 import dataclasses
 import functools
+import hashlib
+import json
 import os
+import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -134,6 +137,52 @@ def build_prompts(class_names: Sequence[str], descriptions_csv: str | os.PathLik
   """
   csv_path = None if descriptions_csv is None else os.fspath(descriptions_csv)
   return _build_prompts(tuple(class_names), csv_path, context_length, truncate)
+
+
+def overlong_texts(texts: Sequence[Sequence[str]], context_length: int = tokenizer.CONTEXT_LENGTH
+                   ) -> dict[int, tuple[str, int]]:
+  """Texts that `tokenize(..., truncate=True)` cuts: {class position: (its longest text, tokens)}.
+
+  Args:
+    texts: `[K][C]` (`Prompts.texts`).
+    context_length: tokens per text, start and end included.
+  """
+  coder = tokenizer.get_tokenizer()
+  longest: dict[int, tuple[str, int]] = {}
+  for row in texts:
+    for position, text in enumerate(row):
+      length = len(coder.encode(text)) + 2  # start and end tokens
+      if length > context_length and length > longest.get(position, ("", 0))[1]:
+        longest[position] = (text, length)
+  return longest
+
+
+# ----------------------------------------------------------------- a training's text setup
+
+SETUP_FILE = "text_setup.json"
+
+
+def save_setup(workdir: str | os.PathLike, descriptions_csv: str | os.PathLike | None) -> None:
+  """Records in WORKDIR/text_setup.json which class texts a training uses: the 16 templates or an
+  LLM description CSV (its absolute path and sha256), so predicting from the workdir can use them too."""
+  setup = {"texts": "templates", "descriptions": None, "descriptions_sha256": None}
+  if descriptions_csv:
+    path = pathlib.Path(descriptions_csv).absolute()
+    setup.update(texts="descriptions", descriptions=str(path),
+                 descriptions_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+  target = pathlib.Path(workdir) / SETUP_FILE
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.with_name(f".{SETUP_FILE}.{os.getpid()}.partial")
+  tmp.write_text(json.dumps(setup, indent=2) + "\n")
+  os.replace(tmp, target)
+
+
+def load_setup(directory: str | os.PathLike) -> dict | None:
+  """WORKDIR/text_setup.json (`save_setup`), or None where there is none (e.g. converted checkpoints)."""
+  path = pathlib.Path(directory) / SETUP_FILE
+  if not path.is_file():
+    return None
+  return json.loads(path.read_text())
 
 
 def sample_text_tokens(tokens: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -23,6 +23,7 @@ from ezclip_jax import optim
 from ezclip_jax import preemption
 from ezclip_jax import sharding
 from ezclip_jax import step as step_lib
+from ezclip_jax import text_prompts
 from ezclip_jax import workdir as workdir_lib
 
 
@@ -103,6 +104,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
   datasets.probe_datasets(config)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model_config.context_length)
+  text_prompts.save_setup(workdir, datasets.resolve_path(spec.descriptions, config.data.official_repo) or None)
   plan = make_step_plan(config, len(source))
   tx, lr_at = make_optimizer(config, plan)
   patterns = tuple(config.train.trainable)

@@ -173,7 +173,8 @@ def run_windows(apply: Callable[[np.ndarray], np.ndarray], jobs: Iterable[tuple[
   """Runs `apply` on every window of every video, `batch_size` windows of any videos per call.
 
   Args:
-    apply: uint8 `[B, 1, T, S, S, 3]` clips (B = batch_size, padded) -> `[B, ...]` outputs.
+    apply: uint8 `[B, 1, T, S, S, 3]` clips (B = batch_size, or a power of two for the last batch;
+      padded with zeros) -> `[B, ...]` outputs.
     jobs: `(path, info, windows)` per video; an info that is a string is why the video could
       not be probed.
     num_segments: T.
@@ -199,7 +200,9 @@ def run_windows(apply: Callable[[np.ndarray], np.ndarray], jobs: Iterable[tuple[
       on_video(path, result)
 
   def flush():
-    clips = np.zeros((batch_size, 1, num_segments, resolution, resolution, 3), np.uint8)
+    # A last, partial batch is padded to a power of two, not to batch_size: fewer wasted rows, few compilations.
+    rows = min(batch_size, 1 << (len(pending) - 1).bit_length())
+    clips = np.zeros((rows, 1, num_segments, resolution, resolution, 3), np.uint8)
     for row, (_, _, clip) in enumerate(pending):
       clips[row, 0] = clip
     start = time.perf_counter()

@@ -16,7 +16,6 @@ from convert import torchscript
 from ezclip_jax import checkpoint
 from ezclip_jax import load_pretrained
 from tests import references
-from tests import references
 
 
 def _flat(tree, prefix=()):

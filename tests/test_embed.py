@@ -29,14 +29,10 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
 GOOD = [f"clip{i}.mp4" for i in range(5)]
 
 
-def _save(path: pathlib.Path, seed: int) -> pathlib.Path:
-  params = model_lib.init_variables(CONFIG, jax.random.key(seed))["params"]
-  return checkpoint.save_pretrained(path, CONFIG, params)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> pathlib.Path:
-  return _save(tmp_path_factory.mktemp("ckpt") / "tiny", 0)
+  params = model_lib.init_variables(CONFIG, jax.random.key(0))["params"]
+  return checkpoint.save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny", CONFIG, params)
 
 
 def _frames(seed: int, num_frames: int = 16) -> np.ndarray:
@@ -50,6 +46,7 @@ def collection(tmp_path_factory) -> pathlib.Path:
   root = tmp_path_factory.mktemp("collection")
   for i, name in enumerate(GOOD):
     synthetic.write_video(root / name, _frames(i))
+  synthetic.write_video(root / "one_frame.mp4", _frames(7, 1))  # short: embedded, its one frame T times
   (root / "corrupt.mp4").write_bytes(b"not a video at all " * 50)
   (root / "empty.mp4").write_bytes(b"")
   return root
@@ -85,7 +82,8 @@ def test_pooled_embedding_matches_a_hand_computation(ckpt, collection, reference
   picked = [np.asarray(Image.fromarray(frames[i]).resize((91, 73), Image.BICUBIC))[4:68, 14:78] for i in (1, 5, 9, 13)]
   clip = ((np.stack(picked) / 255.0 - CLIP_MEAN) / CLIP_STD).astype(np.float32)[None]
   model, variables = checkpoint.load_pretrained(ckpt)
-  want = np.asarray(model.apply(variables, clip, method=model.encode_video))[0].mean(axis=0)
+  encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode_video))
+  want = np.asarray(encode(variables, clip))[0].mean(axis=0)
   got = _arrays(reference_index)[str(collection / "clip3.mp4")]
   np.testing.assert_allclose(got["video"], want, atol=1e-5)
   # 16 frames at 25 fps = 0.64 s: 0.4 s windows (10 frames) every 0.2 s (5 frames) start at 0, 5 and 6 (the last
@@ -96,7 +94,7 @@ def test_pooled_embedding_matches_a_hand_computation(ckpt, collection, reference
 
 def test_bad_inputs_are_recorded_and_the_others_embedded(collection, reference_index):
   entries = embed.read_manifest(reference_index)
-  assert sorted(entries) == sorted(str(collection / n) for n in GOOD + ["corrupt.mp4", "empty.mp4"])
+  assert sorted(entries) == sorted(str(collection / n) for n in GOOD + ["one_frame.mp4", "corrupt.mp4", "empty.mp4"])
   assert entries[str(collection / "empty.mp4")]["error"] == (
       f"Unreadable video {collection / 'empty.mp4'}: the file is empty (0 bytes).")
   assert entries[str(collection / "corrupt.mp4")]["error"].startswith(
@@ -105,6 +103,8 @@ def test_bad_inputs_are_recorded_and_the_others_embedded(collection, reference_i
     entry = entries[str(collection / name)]
     assert entry["error"] is None and entry["duration"] == pytest.approx(0.64) and entry["num_windows"] == 3
     assert entry["size"] == os.path.getsize(collection / name)
+  short = entries[str(collection / "one_frame.mp4")]
+  assert short["error"] is None and short["duration"] == pytest.approx(0.04) and short["num_windows"] == 1
 
 
 def test_kill_9_and_rerun_resumes_without_recomputing(ckpt, collection, reference_index, tmp_path, capsys):
@@ -131,7 +131,7 @@ def test_kill_9_and_rerun_resumes_without_recomputing(ckpt, collection, referenc
   written = {p: os.stat(index / "embeddings" / e["file"]).st_mtime_ns for p, e in first.items()}
 
   assert _embed(*args) == 1
-  assert "2 of 7 videos already embedded unchanged" in capsys.readouterr().err
+  assert "2 of 8 videos already embedded unchanged" in capsys.readouterr().err
   lines = _manifest_lines(index)
   assert sorted(e["path"] for e in lines) == sorted(embed.read_manifest(reference_index))  # each video once
   assert {p: os.stat(index / "embeddings" / e["file"]).st_mtime_ns for p, e in first.items()} == written
@@ -164,22 +164,43 @@ def test_processes_split_the_collection_and_the_index_merges(ckpt, collection, r
   per_process = [[json.loads(l)["path"] for l in (index / f"manifest-0000{p}.jsonl").read_text().splitlines()]
                  for p in (0, 1)]
   assert sorted(per_process[0] + per_process[1]) == sorted(embed.read_manifest(reference_index))
-  assert len(per_process[0]) == 4 and len(per_process[1]) == 3
+  assert len(per_process[0]) == len(per_process[1]) == 4
   want, got = _arrays(reference_index), _arrays(index)
   assert sorted(got) == sorted(want)
   for path in want:
     np.testing.assert_allclose(got[path]["video"], want[path]["video"], atol=1e-6)
 
 
-def test_an_index_of_another_model_is_refused(collection, reference_index, tmp_path, capsys):
-  other = _save(tmp_path / "other", 1)
+def test_an_index_of_another_model_is_refused(ckpt, collection, reference_index, tmp_path, capsys):
+  _, variables = checkpoint.load_pretrained(ckpt)
+  params = jax.tree.map(np.asarray, variables["params"])
+  params["logit_scale"] = params["logit_scale"] + 1.0  # one parameter differs
+  other = checkpoint.save_pretrained(tmp_path / "other", CONFIG, params)
   before = sorted(p.name for p in reference_index.rglob("*"))
   assert _embed("--checkpoint", str(other), "--out", str(reference_index), "--windows", "--window", "0.4",
                 "--stride", "0.2", str(collection)) == 2
   err = capsys.readouterr().err
   stored = json.loads((reference_index / "model.json").read_text())["model"]["params_sha256"][:12]
-  new = embed.params_sha256(checkpoint.load_pretrained(other)[1]["params"])[:12]
+  new = embed.params_sha256(params)[:12]
   assert err == (f"error: {reference_index / 'model.json'}: the index was built with another model (params sha256 "
                  f"{stored}, float32, T=4, 64 px) than --checkpoint {other} (params sha256 {new}, float32, T=4, "
                  "64 px).\n")
   assert sorted(p.name for p in reference_index.rglob("*")) == before
+
+
+def test_labelling_the_index_gives_predicts_probabilities(ckpt, collection, reference_index, capsys):
+  from ezclip_jax import predict, search  # pylint: disable=import-outside-toplevel
+  labels = ["--labels", "archery,juggling,surfing", "--json", "--no-cache"]
+  assert search.main([str(reference_index), *labels]) == 0
+  labelled = json.loads(capsys.readouterr().out)
+  assert predict.main(["--checkpoint", str(ckpt), *labels, str(collection)]) == 1  # the two bad files
+  predicted = {row["path"]: row for row in json.loads(capsys.readouterr().out)}
+  assert sorted(row["path"] for row in labelled) == sorted(predicted)
+  for row in labelled:
+    want = predicted[row["path"]]
+    if "error" in want:
+      assert row["error"] == want["error"]
+      continue
+    assert [p["label"] for p in row["predictions"]] == [p["label"] for p in want["predictions"]]
+    np.testing.assert_allclose([p["probability"] for p in row["predictions"]],
+                               [p["probability"] for p in want["predictions"]], atol=1e-5)

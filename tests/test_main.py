@@ -1,15 +1,10 @@
-"""End-to-end training runs: resume after SIGKILL, a crash mid-checkpoint, a NaN stop, loading a workdir."""
+"""End-to-end training runs: a crash mid-checkpoint, a NaN stop, loading a workdir (kills: test_preemption)."""
 
 import importlib.util
 import json
 import math
 import pathlib
-import random
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -69,42 +64,6 @@ def _config(dataset, tmp_path, **train_overrides):
   config.data.batch_size = 8
   config.train.update(train_overrides)
   return config
-
-
-def _command(config_file, workdir):
-  return [sys.executable, "-m", "ezclip_jax.main", "--config", str(config_file), "--workdir", str(workdir)]
-
-
-def _wait_for_step(workdir, step, process, timeout=240):
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    if process.poll() is not None:
-      pytest.fail(f"training ended (exit {process.returncode}) before step {step}")
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    if path.exists() and any(r["step"] >= step for r in references.train_records(workdir)):
-      return
-    time.sleep(0.05)
-  pytest.fail(f"no step {step} within {timeout} s")
-
-
-def test_sigkill_and_rerun_equals_an_uninterrupted_run(dataset, tmp_path):
-  config_file = write_config_file(dataset, tmp_path / "tiny.py")
-  env = references.subprocess_environment()
-  subprocess.run(_command(config_file, tmp_path / "straight"), env=env, cwd=REPO, check=True,
-                 capture_output=True)
-  kill_at = random.Random().randint(3, 10)  # of 12 steps; any step must work
-  process = subprocess.Popen(_command(config_file, tmp_path / "killed"), env=env, cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  _wait_for_step(tmp_path / "killed", kill_at, process)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  subprocess.run(_command(config_file, tmp_path / "killed"), env=env, cwd=REPO, check=True,
-                 capture_output=True)
-  want, got = references.train_records(tmp_path / "straight"), references.train_records(tmp_path / "killed")
-  assert [r["step"] for r in want] == list(range(1, 13))
-  assert got == want, f"killed at step {kill_at}"
-  for a, b in zip(references.trained_params(tmp_path / "killed"), references.trained_params(tmp_path / "straight")):
-    np.testing.assert_array_equal(a, b)
 
 
 def test_crash_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_path, monkeypatch):

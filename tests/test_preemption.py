@@ -7,6 +7,7 @@ checkpoints every 2 steps. One uninterrupted run is the reference of all tests.
 
 import json
 import pathlib
+import random
 import signal
 import subprocess
 import sys
@@ -128,8 +129,8 @@ def _sigterm_at_step_5(config_file, workdir) -> None:
   assert time.monotonic() - sent < 60
   reached = max(r["step"] for r in _train_records(workdir))
   assert 5 <= reached < 12
-  assert output.splitlines()[-1] == (f"Stopped by SIGTERM after step {reached} of 12: saved "
-                                     f"{workdir / 'checkpoints' / str(reached)}; rerun the same command to resume.")
+  assert (f"Stopped by SIGTERM after step {reached} of 12: saved {workdir / 'checkpoints' / str(reached)}; "
+          "rerun the same command to resume.") in output.splitlines(), output[-3000:]
   assert ocp.CheckpointManager((workdir / "checkpoints").absolute()).latest_step() == reached
   assert {"data", "state"} <= {p.name for p in (workdir / "checkpoints" / str(reached)).iterdir()}
   assert not (workdir / "lock").exists()
@@ -137,6 +138,18 @@ def _sigterm_at_step_5(config_file, workdir) -> None:
 
 def _train_records(workdir) -> list[dict]:
   return references.train_records(workdir) if (workdir / "metrics.jsonl").exists() else []
+
+
+def test_sigkill_and_rerun_equals_an_uninterrupted_run(config_file, straight, tmp_path):
+  kill_at = random.Random().randint(3, 10)  # of 12 steps; any step must work
+  process = _start(config_file, tmp_path / "killed")
+  _wait_for(lambda: any(r["step"] >= kill_at for r in _train_records(tmp_path / "killed")), process,
+            f"step {kill_at}")
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  _finish(_start(config_file, tmp_path / "killed"))
+  assert [r["step"] for r in _train_records(straight)] == list(range(1, 13))
+  _assert_same_run(tmp_path / "killed", straight)
 
 
 def test_killed_and_preempted_runs_resume_to_the_uninterrupted_one(config_file, straight, tmp_path):

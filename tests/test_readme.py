@@ -441,6 +441,11 @@ def _class_names(argv: list[str]) -> list[str]:
 def check_predict(argv, out, env):
   videos = sorted(str(p) for p in pathlib.Path(env["MY_VIDEOS"]).iterdir())
   names = _class_names(argv)
+  if "--timeline" in argv:
+    assert [line for line in out.splitlines() if not line.startswith(" ")] == videos
+    assert out.count(" windows, ") == len(videos)
+    assert len(list(pathlib.Path(_value(argv, "--plot")).glob("*.png"))) == len(videos)
+    return
   if "--json" not in argv:
     for video in videos:
       assert video in out
@@ -453,6 +458,24 @@ def check_predict(argv, out, env):
     assert {p["label"] for p in result["predictions"]} == set(names)  # top 5 of fewer classes: all
     assert probabilities == sorted(probabilities, reverse=True)
     assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+
+
+def check_embed(argv, out, env):
+  del out, env
+  from ezclip_jax import embed  # pylint: disable=import-outside-toplevel
+  folders = sorted(str(p) for p in pathlib.Path(_positional(argv)[0]).iterdir())
+  entries = embed.read_manifest(_value(argv, "--out"))
+  assert sorted(entries) == folders and all(e["error"] is None for e in entries.values())
+
+
+def check_search(argv, out, env):
+  del env
+  if "--json" in argv:
+    assert {p["label"] for row in json.loads(out) for p in row["predictions"]} <= set(_class_names(argv))
+  else:
+    from ezclip_jax import embed  # pylint: disable=import-outside-toplevel
+    indexed = len(embed.read_manifest(_positional(argv)[0]))
+    assert len(out.splitlines()) == 1 + min(int(_value(argv, "--top-k")), indexed), out
 
 
 def check_visualize(argv, out, env):
@@ -494,6 +517,8 @@ CHECKS = {
     "data.tfds_builders": check_tfds_builders,
     "ezclip_jax.main": check_main,
     "ezclip_jax.predict": check_predict,
+    "ezclip_jax.embed": check_embed,
+    "ezclip_jax.search": check_search,
     "ezclip_jax.visualize": check_visualize,
     "ezclip_jax.plan": check_plan,
     "benchmarks.bench": check_bench,
