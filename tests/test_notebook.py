@@ -162,7 +162,7 @@ def test_zero_shot_and_training_report_accuracy_and_plots(executed):
   assert [entry["step"] for entry in log if entry["split"] == "eval/heldout"] == [3]
   assert (tmp_path / "work" / "run" / "best").is_dir()
   # Run again, the finished run trains no further and its best checkpoint scores the same.
-  assert "step " not in _stdout(again)
+  assert "training is already done" in _stdout(again) and "step 3/3" not in _stdout(again)
   assert _stdout(again).splitlines()[-1] == _stdout(trained).splitlines()[-1]
   assert (tmp_path / "work" / "run_eval" / "metrics.jsonl").is_file()
 

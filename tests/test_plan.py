@@ -84,6 +84,7 @@ def make_config(pretrained: pathlib.Path, batch: int, mesh=(-1, 1, 1), remat: bo
   config = common.get_config()
   config.model.remat = remat
   config.model.pretrained = str(pretrained)
+  config.model.num_frames = ARCH.num_frames  # training (and so the planner) refuses a mismatch
   config.data.batch_size = batch
   config.data.color_jitter = False  # the model's FLOPs alone
   config.mesh_shape = mesh
@@ -215,7 +216,8 @@ def test_max_batch_search(memory, capacity, oom_from, largest):
 
 def _run_cli(pretrained: pathlib.Path, *flags: str) -> subprocess.CompletedProcess:
   command = [sys.executable, "-m", "ezclip_jax.plan", "--config", "configs/k400_zero_shot.py",
-             f"--config.model.pretrained={pretrained}", "--topology", "v5e:2x2", "--mode", "eval", *flags]
+             f"--config.model.pretrained={pretrained}", f"--config.model.num_frames={ARCH.num_frames}",
+             "--topology", "v5e:2x2", "--mode", "eval", *flags]
   return subprocess.run(command, cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
                         timeout=600)
 
