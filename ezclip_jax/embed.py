@@ -40,12 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ezclip_jax import checkpoint
 from ezclip_jax import console
 from ezclip_jax import input_pipeline
 from ezclip_jax import model as model_lib
 from ezclip_jax import predict
-from ezclip_jax import video_io
 from ezclip_jax import windows as windows_lib
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -261,15 +259,9 @@ def embed_collection(model: model_lib.EZCLIP, variables: Any, videos: Sequence[s
   variables = jax.device_put(variables)
   embed = _embedder(model)
 
-  def jobs():
-    for path in todo:
-      try:
-        info = windows_lib.probe(path, folder_fps)
-      except video_io.DataError as e:
-        yield path, str(e), []
-        continue
-      whole = [windows_lib.Window(0, info.num_frames)]
-      yield path, info, whole + (windows_lib.slide(info.num_frames, info.fps, *window[:2]) if window else [])
+  def windows_of(info: windows_lib.VideoInfo) -> list[windows_lib.Window]:
+    whole = [windows_lib.Window(0, info.num_frames)]
+    return whole + (windows_lib.slide(info.num_frames, info.fps, *window[:2]) if window else [])
 
   def write(path: str, result: windows_lib.VideoOutputs) -> None:
     size, mtime = _fingerprint_or_none(path) or (None, None)
@@ -288,7 +280,8 @@ def embed_collection(model: model_lib.EZCLIP, variables: Any, videos: Sequence[s
     if bar is not None:
       bar.update(result.error is not None)
 
-  windows_lib.run_windows(lambda clips: embed(variables, clips), jobs(), num_segments=model.config.num_frames,
+  jobs = windows_lib.probed_jobs(todo, folder_fps, windows_of)
+  windows_lib.run_windows(lambda clips: embed(variables, clips), jobs, num_segments=model.config.num_frames,
                           resolution=model.config.image_resolution, batch_size=batch_size, timing=timing,
                           on_video=write)
   return summary

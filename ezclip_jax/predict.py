@@ -617,16 +617,10 @@ def timelines(model: model_lib.EZCLIP, variables: Any, videos: Sequence[str], cl
   score = _scorer(model)
   text_embeddings = jax.device_put(np.asarray(text_embeddings, np.float32))
 
-  def jobs():
-    for path in videos:
-      try:
-        info = windows_lib.probe(path, folder_fps)
-      except video_io.DataError as e:
-        yield path, str(e), []
-        continue
-      yield path, info, windows_lib.slide(info.num_frames, info.fps, window, stride)
+  jobs = windows_lib.probed_jobs(videos, folder_fps,
+                                lambda info: windows_lib.slide(info.num_frames, info.fps, window, stride))
 
-  results = windows_lib.run_windows(lambda clips: score(variables, clips, text_embeddings), jobs(),
+  results = windows_lib.run_windows(lambda clips: score(variables, clips, text_embeddings), jobs,
                                     num_segments=model.config.num_frames, resolution=model.config.image_resolution,
                                     batch_size=batch_size, timing=timing)
   return [windows_lib.timeline(results[path], path, class_names, min_probability) for path in videos]

@@ -68,6 +68,18 @@ def probe(path: str, folder_fps: float = DEFAULT_FOLDER_FPS) -> VideoInfo:
   return VideoInfo(path, num_frames, fps)
 
 
+def probed_jobs(paths: Iterable[str], folder_fps: float, windows_of: Callable[["VideoInfo"], list["Window"]]
+                ) -> Iterator[tuple[str, "VideoInfo | str", list["Window"]]]:
+  """(path, its `VideoInfo`, `windows_of(info)`) for each path, or (path, why, []) for one `probe` refuses."""
+  for path in paths:
+    try:
+      info = probe(path, folder_fps)
+    except video_io.DataError as e:
+      yield path, str(e), []
+      continue
+    yield path, info, windows_of(info)
+
+
 @dataclasses.dataclass(frozen=True)
 class Window:
   """Frames `[first, first + length)` of a video."""
