@@ -195,17 +195,17 @@ def test_text_features_are_cached_and_reused(ckpt, media, tmp_path, capsys):
   model, variables = load_pretrained(ckpt)
   cached = np.load(files[0])
   ids = tokenizer.tokenize([text_prompts.TEMPLATES[3].format("playing guitar")])
+  # (atol 1e-5: one text alone and the batch of all texts round their matmuls differently.)
   np.testing.assert_allclose(cached[3, 2], np.asarray(model.apply(variables, ids, method=model.encode_text))[0],
-                             rtol=1e-5, atol=1e-6)
+                             rtol=1e-5, atol=1e-5)
 
   # The next call reads it: swapping two classes' cached features swaps their probabilities.
   np.save(files[0], cached[:, [1, 0, 2]])
   code, out, err = _run(capsys, "--json", *args)
   assert f"class text features read from {files[0]}" in err
   second = _as_dict(json.loads(out)[0])
-  # (1e-5: the class order changes the matmuls' summation order a little.)
-  assert second["archery"] == pytest.approx(first["juggling"], abs=1e-5)
-  assert second["juggling"] == pytest.approx(first["archery"], abs=1e-5)
+  assert second["archery"] == pytest.approx(first["juggling"], abs=1e-6)
+  assert second["juggling"] == pytest.approx(first["archery"], abs=1e-6)
   assert len(list((cache / "text_features").iterdir())) == 1
 
   # Other labels, or another text tower, get their own entries; the EZCLIP_JAX_CACHE default is honoured.
