@@ -9,7 +9,9 @@ meshes in order, skipping those the batch does not split over, until one fits: d
 parallel first (the frozen backbone fits on every chip and its only collectives are the
 small gradient all-reduce and embedding all-gathers), then fsdp, then tensor parallel.
 `--all_meshes` compiles every candidate and recommends the one that fits with the lowest
-roofline bound, then the fewest collective bytes. On the recommended mesh,
+roofline bound, then the fewest collective bytes. When no mesh fits, the first candidate mesh
+is compiled once more with `model.remat=True` (each block's forward recomputed in the
+backward pass; `--remat_fallback=False` skips it). On the recommended mesh,
 `plan.search_max_batch` finds the largest per-chip batch (`--max_batch=False` skips it). Every compile's numbers are cached as JSON in
 --cache_dir, keyed by the row and a hash of the library's source and the jax and libtpu
 versions: an interrupted run resumes, and a change to the model or the step recomputes.
@@ -49,6 +51,7 @@ _RECIPES = flags.DEFINE_list("recipes", list(RECIPES), "Recipes to plan.")
 _SLICES = flags.DEFINE_list("slices", list(SLICES), "Slices to plan them on.")
 _MESHES = flags.DEFINE_multi_string("mesh", list(MESHES), "Candidate meshes, data,fsdp,tensor (repeat the flag).")
 _ALL_MESHES = flags.DEFINE_bool("all_meshes", False, "Compile every candidate mesh, not only up to the first that fits.")
+_REMAT_FALLBACK = flags.DEFINE_bool("remat_fallback", True, "When no mesh fits, try the first with model.remat=True.")
 _MAX_BATCH = flags.DEFINE_bool("max_batch", True, "Search the largest per-chip batch on the recommended mesh.")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", os.path.expanduser("~/.cache/ezclip_jax/plan_table"),
                                  "Where each compile's numbers are kept.")
@@ -64,14 +67,16 @@ def source_hash() -> str:
   return digest.hexdigest()[:16]
 
 
-def recipe_config(architecture: model_lib.ModelConfig, directory: pathlib.Path, mesh: tuple[int, int, int]):
-  """configs/k400_zero_shot.py with this architecture (a model_config.json, no weights) and mesh."""
+def recipe_config(architecture: model_lib.ModelConfig, directory: pathlib.Path, mesh: tuple[int, int, int],
+                  remat: bool = False):
+  """configs/k400_zero_shot.py with this architecture (a model_config.json, no weights), mesh and remat."""
   directory.mkdir(parents=True, exist_ok=True)
   (directory / "model_config.json").write_text(architecture.to_json())
   config = k400_zero_shot.get_config()
   config.model.pretrained = str(directory)
   config.model.dtype = "bfloat16"
   config.mesh_shape = mesh
+  config.model.remat = remat
   return config
 
 
@@ -97,34 +102,38 @@ def plan_row(recipe: str, slice_name: str, meshes: list[tuple[int, int, int]], c
   label, architecture = RECIPES[recipe]
   target = plan_lib.make_target(SLICES[slice_name])
   candidates = {}
-  for mesh in meshes:
-    config = recipe_config(architecture, work / recipe, mesh)
-    key = f"{recipe}_{slice_name}_{'x'.join(map(str, mesh))}"
+  options = [(mesh, False) for mesh in meshes] + [(meshes[0], True)] * _REMAT_FALLBACK.value
+  for mesh, remat in options:
+    if remat and any(plan is not None and plan["fits"] for plan in candidates.values()):
+      break
+    config = recipe_config(architecture, work / recipe, mesh, remat)
+    key = f"{recipe}_{slice_name}_{'x'.join(map(str, mesh))}" + "_remat" * remat
     try:
       planner = plan_lib.Planner(config, target, "train")
       batch = planner.default_batch()
     except plan_lib.PlanError as e:
       print(f"{label} on {slice_name}, mesh {mesh}: skipped ({e})", file=sys.stderr)
       continue
-    print(f"{label} on {slice_name}, mesh {mesh}: compiling ...", file=sys.stderr, flush=True)
-    candidates[mesh] = cache.get(key, lambda: _plan_or_none(planner, batch))
+    print(f"{label} on {slice_name}, mesh {mesh}{', remat' * remat}: compiling ...", file=sys.stderr, flush=True)
+    candidates[mesh, remat] = cache.get(key, lambda: _plan_or_none(planner, batch))
     jax.clear_caches()
-    if not _ALL_MESHES.value and candidates[mesh] is not None and candidates[mesh]["fits"]:
+    if not _ALL_MESHES.value and candidates[mesh, remat] is not None and candidates[mesh, remat]["fits"]:
       break
-  compiled = {mesh: plan for mesh, plan in candidates.items() if plan is not None}
+  compiled = {option: plan for option, plan in candidates.items() if plan is not None}
   if not compiled:
     raise RuntimeError(f"{label} on {slice_name}: no candidate mesh compiles at batch 80")
-  best = min(compiled, key=lambda m: (not compiled[m]["fits"], compiled[m]["roofline"]["step_s"],
-                                      sum(c["bytes"] for c in compiled[m]["collectives"].values())))
+  best = min(compiled, key=lambda o: (not compiled[o]["fits"], compiled[o]["roofline"]["step_s"],
+                                      sum(c["bytes"] for c in compiled[o]["collectives"].values())))
   row = {"recipe": label, "slice": slice_name, "plan": compiled[best], "max_batch": None, "candidates": candidates}
   if not _MAX_BATCH.value:
     return row
-  config = recipe_config(architecture, work / recipe, best)
+  mesh, remat = best
+  config = recipe_config(architecture, work / recipe, mesh, remat)
   planner = plan_lib.Planner(config, target, "train")
   start = planner.default_batch() // planner.shards if compiled[best]["fits"] else 1
   progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-  print(f"{label} on {slice_name}, mesh {best}: largest batch ...", file=sys.stderr, flush=True)
-  key = f"{recipe}_{slice_name}_{'x'.join(map(str, best))}_hbm_at"
+  print(f"{label} on {slice_name}, mesh {mesh}{', remat' * remat}: largest batch ...", file=sys.stderr, flush=True)
+  key = f"{recipe}_{slice_name}_{'x'.join(map(str, mesh))}" + "_remat" * remat + "_hbm_at"
   total_bytes = lambda batch: cache.get(f"{key}_{batch}", lambda: planner.total_bytes(batch))  # noqa: E731
   max_batch = plan_lib.search_max_batch(total_bytes, planner.shards, len(target.devices), target.hbm_bytes, start,
                                         progress)
@@ -148,7 +157,7 @@ def markdown(rows: list[dict]) -> str:
   lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
   for row in rows:
     plan, roof = row["plan"], row["plan"]["roofline"]
-    mesh = ", ".join(str(plan["mesh"][axis]) for axis in ("data", "fsdp", "tensor"))
+    mesh = ", ".join(str(plan["mesh"][axis]) for axis in ("data", "fsdp", "tensor")) + ", remat" * plan["remat"]
     largest = "—" if row["max_batch"] is None else f"{row['max_batch']['batch_per_chip']:g}"
     bound = "compute" if roof["compute_s"] >= roof["memory_s"] else "HBM bytes"
     lines.append(f"| {row['recipe']} | {row['slice']} | {mesh} | {plan['batch_per_chip']:g} | "
