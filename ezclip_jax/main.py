@@ -17,8 +17,13 @@ differ, unless `--allow_config_change`.
 With `--config.distributed=True`, `jax.distributed.initialize()` finds the cluster on
 TPU VMs, under Slurm and under Open MPI; elsewhere pass `--coordinator_address`,
 `--num_processes` and `--process_id` to every process.
+
+Compiled steps are kept in --compilation_cache_dir (JAX's persistent compilation cache), so a
+rerun of the same config, such as the restart after a preemption, loads its steps instead of
+compiling them again.
 """
 
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -46,7 +51,19 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (wi
 _VERBOSE = flags.DEFINE_bool("verbose", False, "On an error, show its traceback (otherwise one line).")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose saved config.json differs from this config.")
+DEFAULT_COMPILATION_CACHE_DIR = "~/.cache/ezclip_jax/compiled"
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None,
+    f"Where compiled steps are kept for reruns, on each host; '' keeps none. Default: "
+    f"$JAX_COMPILATION_CACHE_DIR if set, else {DEFAULT_COMPILATION_CACHE_DIR}.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def use_compilation_cache(directory: str | None) -> None:
+  """JAX's persistent compilation cache in DIRECTORY ('' turns it off; None: the default)."""
+  if directory is None:
+    directory = os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_COMPILATION_CACHE_DIR)
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory) if directory else None)
 
 
 def initialize_distributed() -> None:
@@ -62,6 +79,7 @@ def main(argv) -> None:
   del argv
   platforms.quiet_absent_tpu()
   console.set_log_level(console.LOG_LEVEL.value)
+  use_compilation_cache(_COMPILATION_CACHE_DIR.value)
   config = _CONFIG.value
   if config.distributed:
     initialize_distributed()

@@ -17,6 +17,15 @@ import time  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """The command-line runs of the tests (subprocesses) share one JAX compilation cache, as a user's
+  reruns share ~/.cache/ezclip_jax/compiled: each tiny step compiles once per session. This
+  process imported JAX before, so its own compilations are not cached."""
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("compiled"))
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainedDemo:
   """The README demo, run once per test session as the README runs it:

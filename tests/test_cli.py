@@ -29,7 +29,8 @@ def run(config_file, capsys, monkeypatch):
   """Runs the command line in this process: (exit status, stderr)."""
 
   def run_main(workdir, *overrides) -> tuple[int, str]:
-    argv = ["main", f"--config={config_file}", f"--workdir={workdir}", *overrides]
+    # No compilation cache: this process's JAX config stays as the other tests expect it.
+    argv = ["main", f"--config={config_file}", f"--workdir={workdir}", "--compilation_cache_dir=", *overrides]
     monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the --config.* overrides from sys.argv
     try:
       return main_lib.cli(argv), capsys.readouterr().err
@@ -99,3 +100,16 @@ def test_the_command_line_exits_1_with_one_line(config_file, tmp_path):
   assert (result.returncode, result.stderr) == (1, "error: --config.train.epochz: the config has no field 'epochz'; "
                                                    "Did you mean \"epochs\" instead of \"epochz\"?\n")
   assert not (tmp_path / "run").exists()
+
+
+def test_compiled_steps_are_kept_for_reruns(config_file, tmp_path):
+  """--compilation_cache_dir takes JAX's persistent cache, and wins over $JAX_COMPILATION_CACHE_DIR."""
+  (tmp_path / "from_env").mkdir()
+  env = dict(references.subprocess_environment(), JAX_COMPILATION_CACHE_DIR=str(tmp_path / "from_env"))
+  result = subprocess.run([sys.executable, "-m", "ezclip_jax.main", f"--config={config_file}",
+                           f"--workdir={tmp_path / 'run'}", "--config.train.epochs=1",
+                           f"--compilation_cache_dir={tmp_path / 'compiled'}"],
+                          cwd=test_main.REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert [p.name for p in (tmp_path / "compiled").glob("jit_train_step-*")], list((tmp_path / "compiled").iterdir())
+  assert not list((tmp_path / "from_env").iterdir())

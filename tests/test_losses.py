@@ -32,9 +32,14 @@ def test_kl_loss_hand_derived():
 
 
 def _official_kl(logits, same_class):
-  """The official KLLoss: KLDivLoss(mean)(log_softmax(logits), softmax(10 * labels)) * B."""
+  """The official KLLoss: KLDivLoss(mean)(log_softmax(logits), softmax(10 * labels)) * B.
+
+  torch's reduction="mean" divides the sum by all B x B elements (and warns that it will change
+  meaning), so the sum over numel() is written out.
+  """
   logits, same_class = torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(same_class, dtype=torch.float64)
-  return float(F.kl_div(F.log_softmax(logits, 1), F.softmax(same_class * 10, 1), reduction="mean") * logits.shape[0])
+  total = F.kl_div(F.log_softmax(logits, 1), F.softmax(same_class * 10, 1), reduction="sum")
+  return float(total / logits.numel() * logits.shape[0])
 
 
 def _official_motion(x):
