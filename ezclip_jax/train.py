@@ -98,11 +98,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh,
                         stop: preemption.StopRequest) -> dict:
   began = time.monotonic()
-  model_config, params = model_setup.initial_params(config)
-  model = model_lib.EZCLIP(model_config)
   spec = config.data.train
+  # The lists and the first videos are read before the model loads, so bad data fails at once.
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
   datasets.probe_datasets(config)
+  model_config, params = model_setup.initial_params(config)
+  model = model_lib.EZCLIP(model_config)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model_config.context_length)
   text_prompts.save_setup(workdir, datasets.resolve_path(spec.descriptions, config.data.official_repo) or None)
   plan = make_step_plan(config, len(source))

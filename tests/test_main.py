@@ -14,7 +14,9 @@ from data import synthetic
 from ezclip_jax import checkpoint
 from ezclip_jax import input_pipeline
 from ezclip_jax import metrics
+from ezclip_jax import model_setup
 from ezclip_jax import train
+from ezclip_jax import video_io
 from tests import references
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -146,3 +148,18 @@ def test_wrong_dataset_root_fails_before_training(dataset, tmp_path):
   with pytest.raises(FileNotFoundError, match="dataset 'val': cannot read its first videos"):
     train.train_and_evaluate(config, tmp_path / "run")
   assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_list_line_fails_before_the_model_loads(dataset, tmp_path, monkeypatch):
+  lines = dataset.frames_list.read_text().splitlines()
+  bad_list = tmp_path / "frames.txt"
+  bad_list.write_text("\n".join(lines[:2] + ["a/b sixteen 3"] + lines[2:]) + "\n")
+  config = _config(dataset, tmp_path)
+  config.data.train.list_file = str(bad_list)
+
+  def load_model(_):
+    raise AssertionError("the model was loaded before the training list was read")
+
+  monkeypatch.setattr(model_setup, "initial_params", load_model)
+  with pytest.raises(video_io.DataError, match=r"frames\.txt:3: expected 'path num_frames label'"):
+    train.train_and_evaluate(config, tmp_path / "run")
