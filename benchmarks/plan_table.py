@@ -134,7 +134,10 @@ def plan_row(recipe: str, slice_name: str, meshes: list[tuple[int, int, int]], c
   progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
   print(f"{label} on {slice_name}, mesh {mesh}{', remat' * remat}: largest batch ...", file=sys.stderr, flush=True)
   key = f"{recipe}_{slice_name}_{'x'.join(map(str, mesh))}" + "_remat" * remat + "_hbm_at"
-  total_bytes = lambda batch: cache.get(f"{key}_{batch}", lambda: planner.total_bytes(batch))  # noqa: E731
+  # The search starts at the batch the row compiled: its HBM is known, not compiled again.
+  known = {planner.default_batch(): compiled[best]["hbm"]["total"]} if compiled[best]["fits"] else {}
+  total_bytes = lambda batch: known.get(batch) or cache.get(f"{key}_{batch}",  # noqa: E731
+                                                             lambda: planner.total_bytes(batch))
   max_batch = plan_lib.search_max_batch(total_bytes, planner.shards, len(target.devices), target.hbm_bytes, start,
                                         progress)
   jax.clear_caches()
