@@ -19,11 +19,14 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(tmp_path_factory):
-  """The command-line runs of the tests (subprocesses) share one JAX compilation cache, as a user's
-  reruns share ~/.cache/ezclip_jax/compiled: each tiny step compiles once per session. This
-  process imported JAX before, so its own compilations are not cached."""
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("compiled"))
+  """The tests share one JAX compilation cache, as a user's reruns share
+  ~/.cache/ezclip_jax/compiled: each tiny step compiles once per session, in this process
+  (its compiles of a second or more) and in the command-line runs (subprocesses)."""
+  directory = str(tmp_path_factory.mktemp("compiled"))
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", directory)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,8 +29,9 @@ def run(config_file, capsys, monkeypatch):
   """Runs the command line in this process: (exit status, stderr)."""
 
   def run_main(workdir, *overrides) -> tuple[int, str]:
-    # No compilation cache: this process's JAX config stays as the other tests expect it.
-    argv = ["main", f"--config={config_file}", f"--workdir={workdir}", "--compilation_cache_dir=", *overrides]
+    # main's default cache is $JAX_COMPILATION_CACHE_DIR: the session's cache (conftest), which
+    # this process keeps using after the run.
+    argv = ["main", f"--config={config_file}", f"--workdir={workdir}", *overrides]
     monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the --config.* overrides from sys.argv
     try:
       return main_lib.cli(argv), capsys.readouterr().err
