@@ -97,11 +97,13 @@ def probe_first_video(name: str, source, tries: int = 1) -> None:
                           "list_file settings")
 
 
-def probe_datasets(config: ml_collections.ConfigDict) -> None:
-  """`probe_first_video` on the training set and every enabled eval set (5 tries with `skip_bad`)."""
-  for name, spec in {"train": config.data.train, **enabled_evals(config)}.items():
-    probe_first_video(name, make_source(spec, config.data.official_repo, config.data.skip_bad),
-                      tries=5 if config.data.skip_bad else 1)
+def probe_datasets(config: ml_collections.ConfigDict, train_source) -> None:
+  """`probe_first_video` on the training set (its source, already read) and every enabled eval
+  set (5 tries with `skip_bad`)."""
+  tries = 5 if config.data.skip_bad else 1
+  probe_first_video("train", train_source, tries)
+  for name, spec in enabled_evals(config).items():
+    probe_first_video(name, make_source(spec, config.data.official_repo, config.data.skip_bad), tries)
 
 
 def class_prompts(spec: ml_collections.ConfigDict, official_repo: str, context_length: int):

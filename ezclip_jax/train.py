@@ -101,7 +101,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path
   spec = config.data.train
   # The lists and the first videos are read before the model loads, so bad data fails at once.
   source = datasets.make_source(spec, config.data.official_repo, config.data.skip_bad)
-  datasets.probe_datasets(config)
+  datasets.probe_datasets(config, source)
   model_config, params = model_setup.initial_params(config)
   model = model_lib.EZCLIP(model_config)
   _, prompts = datasets.class_prompts(spec, config.data.official_repo, model_config.context_length)
